@@ -1,0 +1,69 @@
+"""Events: facts that happened, past tense, each with a stable type name.
+
+The `TYPE` strings and field names are the stored schema of the log. Renaming
+a class is free; renaming a `TYPE` or a field is a migration of the log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+from uuid import UUID
+
+import msgspec
+
+
+class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Who and what caused an event; stored beside it, never part of decisions."""
+
+    correlation_id: UUID
+    causation_id: UUID
+    actor: str = "anonymous"
+    request_id: str | None = None
+
+
+class SmsReceived(msgspec.Struct, frozen=True, kw_only=True):
+    TYPE: ClassVar[str] = "SmsReceived"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    message_id: UUID
+    sender: str = msgspec.field(name="from")
+    recipient: str = msgspec.field(name="to")
+    text: str = msgspec.field(name="message")
+    received_at: datetime
+
+
+class SmsProcessed(msgspec.Struct, frozen=True, kw_only=True):
+    TYPE: ClassVar[str] = "SmsProcessed"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    message_id: UUID
+    encoding: str
+    segments: int
+    from_region: str | None
+    to_region: str | None
+    processed_at: datetime
+
+
+class MediaAttached(msgspec.Struct, frozen=True, kw_only=True):
+    TYPE: ClassVar[str] = "MediaAttached"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    message_id: UUID
+    sha256: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    attached_at: datetime
+
+
+Event = SmsReceived | SmsProcessed | MediaAttached
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (SmsReceived, SmsProcessed, MediaAttached)
+}
+
+
+def stream_of(message_id: UUID) -> str:
+    return f"sms-{message_id}"
