@@ -1,0 +1,153 @@
+"""The event store: append with an expected version, read a stream.
+
+Appends are plain INSERTs into `events`; the unique constraints do the
+concurrency control, and each violation is mapped by its constraint name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg import errors
+from uuid_utils.compat import uuid7
+
+from domain.events import EVENT_TYPES, Event, EventMetadata
+
+
+class ConcurrencyConflict(Exception):
+    """The stream is not at the version the command was decided on; decide again."""
+
+    def __init__(self, stream_id: str, expected_version: int) -> None:
+        super().__init__(f"stream {stream_id} is not at version {expected_version}")
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+
+
+class DuplicateEvent(Exception):
+    """An event with this id is already in the log."""
+
+
+class Append(msgspec.Struct, frozen=True):
+    """Events for one stream, to be written after `expected_version` (0: a new stream).
+
+    `event_ids`, when given, make the append idempotent: a retry that carries the
+    same ids is refused as a `DuplicateEvent` instead of writing twice.
+    """
+
+    stream_id: str
+    expected_version: int
+    events: Sequence[Event]
+    metadata: EventMetadata
+    event_ids: Sequence[UUID] = ()
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    stream_id: str
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    data: msgspec.Raw
+    metadata: msgspec.Raw
+    recorded_at: datetime
+
+    def decode(self) -> Event:
+        return msgspec.json.decode(self.data, type=EVENT_TYPES[self.type])
+
+
+_INSERT = """
+INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)
+SELECT e.stream_id, e.version, e.event_id, e.type, e.schema_version, e.data, e.metadata
+FROM unnest(%s::text[], %s::int[], %s::int[], %s::uuid[], %s::text[], %s::int2[],
+            %s::text[]::jsonb[], %s::text[]::jsonb[])
+     AS e(stream_id, expected, version, event_id, type, schema_version, data, metadata)
+-- A stream behind the expected version would otherwise get a gap in its versions.
+WHERE e.expected = 0
+   OR EXISTS (SELECT 1 FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.expected)
+RETURNING position
+"""
+
+_COLUMNS = (
+    "position, stream_id, version, event_id, type, schema_version,"
+    " data::text, metadata::text, recorded_at"
+)
+
+
+async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) -> None:
+    """Append every stream's events in one statement.
+
+    Raises `ConcurrencyConflict` when a stream moved past (or is behind) its
+    expected version; the caller's transaction is then aborted and may retry.
+    In pipeline mode, appends that only start new streams are not waited for:
+    a conflict (a reused message id) then surfaces when the pipeline syncs.
+    """
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+    for a in appends:
+        metadata = msgspec.json.encode(a.metadata).decode()
+        ids = a.event_ids or [uuid7() for _ in a.events]
+        for offset, (event, event_id) in enumerate(zip(a.events, ids, strict=True), start=1):
+            for column, value in zip(
+                columns,
+                (
+                    a.stream_id,
+                    a.expected_version,
+                    a.expected_version + offset,
+                    event_id,
+                    event.TYPE,
+                    event.SCHEMA_VERSION,
+                    msgspec.json.encode(event).decode(),
+                    metadata,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+    existing = [a for a in appends if a.expected_version > 0]
+    try:
+        cur = await conn.execute(_INSERT, columns)
+        if existing:
+            inserted = len(await cur.fetchall())
+    except errors.UniqueViolation as error:
+        raise _conflict(error, appends) from error
+    if existing and inserted != len(columns[0]):
+        raise ConcurrencyConflict(existing[0].stream_id, existing[0].expected_version)
+
+
+def _conflict(error: errors.UniqueViolation, appends: Sequence[Append]) -> Exception:
+    constraint = error.diag.constraint_name
+    if constraint == "events_event_id_key":
+        return DuplicateEvent(str(error.diag.message_detail))
+    if constraint == "events_stream_version_key":
+        detail = error.diag.message_detail or ""
+        for a in appends:
+            if a.stream_id in detail:
+                return ConcurrencyConflict(a.stream_id, a.expected_version)
+        return ConcurrencyConflict(appends[0].stream_id, appends[0].expected_version)
+    return error
+
+
+async def read_stream(conn: psycopg.AsyncConnection[Any], stream_id: str) -> list[RecordedEvent]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s ORDER BY version", (stream_id,)
+    )
+    return [_recorded(row) for row in await cur.fetchall()]
+
+
+def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
+    position, stream_id, version, event_id, type_, schema_version, data, metadata, at = row
+    return RecordedEvent(
+        position=position,
+        stream_id=stream_id,
+        version=version,
+        event_id=event_id,
+        type=type_,
+        schema_version=schema_version,
+        data=msgspec.Raw(data.encode()),
+        metadata=msgspec.Raw(metadata.encode()),
+        recorded_at=at,
+    )

@@ -1,0 +1,111 @@
+"""The test database server: a real PostgreSQL, chosen once per test session.
+
+`SMSQ_TEST_DATABASE_URL` wins when set (it needs CREATEDB); otherwise a
+testcontainers PostgreSQL when a Docker engine answers; otherwise the same
+embedded server `smsq serve` uses. Each test module gets its own database,
+copied from a template that the real migrations built once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from uuid_utils.compat import uuid4
+
+from migrations import migrate
+
+Backend = Literal["url", "container", "embedded"]
+
+# Durability buys nothing in a throwaway test cluster; killing PostgreSQL
+# (not the machine) loses nothing without fsync either.
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+TEMPLATE = "smsq_template"
+
+
+def choose_backend(env: Mapping[str, str], docker_answers: Callable[[], bool]) -> Backend:
+    if env.get("SMSQ_TEST_DATABASE_URL"):
+        return "url"
+    if docker_answers():
+        return "container"
+    return "embedded"
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no socket, no daemon, no permission: all mean "no Docker"
+        return False
+
+
+@contextmanager
+def server(backend: Backend, env: Mapping[str, str], workdir: Path) -> Iterator[str]:
+    """Yield an admin URL (a role allowed to create databases) for the backend."""
+    if backend == "url":
+        yield env["SMSQ_TEST_DATABASE_URL"]
+    elif backend == "container":
+        from testcontainers.community.postgres import PostgresContainer
+
+        settings = " ".join(f"-c {k}={v}" for k, v in FAST.items())
+        container = PostgresContainer("postgres:18-alpine", driver=None).with_command(
+            f"postgres {settings}"
+        )
+        with container:
+            yield container.get_connection_url()
+    else:
+        from api.embedded import embedded_server
+
+        with embedded_server(workdir, database="postgres", cleanup="delete") as url:
+            with psycopg.connect(url, autocommit=True) as conn:
+                for name, value in FAST.items():
+                    conn.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.Literal(value)
+                        )
+                    )
+                conn.execute("SELECT pg_reload_conf()")
+            yield url
+
+
+class Databases:
+    """Fresh databases on one server, each a copy of the migrated template."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+
+    def url(self, name: str) -> str:
+        return make_conninfo(self.admin_url, dbname=name)
+
+    def prepare_template(self) -> None:
+        self._drop(TEMPLATE)
+        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+        migrate(self.url(TEMPLATE))
+
+    def create(self, prefix: str = "smsq_test") -> str:
+        name = f"{prefix}_{uuid4().hex[:12]}"
+        self._execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE)
+            )
+        )
+        return self.url(name)
+
+    def _drop(self, name: str) -> None:
+        self._execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+    def _execute(self, statement: sql.Composable) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(statement)

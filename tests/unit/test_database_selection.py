@@ -1,0 +1,20 @@
+import pytest
+
+from tests.support.postgres import choose_backend
+
+
+def fail_if_asked() -> bool:
+    raise AssertionError("Docker must not be probed when a URL is given")
+
+
+def test_an_explicit_url_wins_without_probing_docker() -> None:
+    assert choose_backend({"SMSQ_TEST_DATABASE_URL": "postgresql://x/y"}, fail_if_asked) == "url"
+
+
+@pytest.mark.parametrize(("docker", "expected"), [(True, "container"), (False, "embedded")])
+def test_without_a_url_docker_decides(docker: bool, expected: str) -> None:
+    assert choose_backend({}, lambda: docker) == expected
+
+
+def test_an_empty_url_counts_as_unset() -> None:
+    assert choose_backend({"SMSQ_TEST_DATABASE_URL": ""}, lambda: False) == "embedded"
