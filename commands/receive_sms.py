@@ -1,0 +1,167 @@
+"""ReceiveSms: decide deduplication and the rate limit under the senders' locks.
+
+Several requests are handled in one transaction (group commit): one commit and
+two round trips serve the whole batch, and every request is still decided by
+the same pure `decide_receive`, in arrival order, against a window that
+remembers what the batch itself accepted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import psycopg
+
+from commands.event_store import Append, append
+from domain.commands import ReceiveSms
+from domain.events import EventMetadata, SmsReceived, stream_of
+from domain.sms import (
+    RATE_WINDOW,
+    Accepted,
+    Decision,
+    Duplicate,
+    SenderWindow,
+    Sent,
+    decide_receive,
+    remember,
+)
+
+
+class IdempotencyKey(msgspec.Struct, frozen=True):
+    actor: str
+    key: str
+    request_hash: bytes
+
+
+class ReceiveRequest(msgspec.Struct, frozen=True):
+    command: ReceiveSms
+    metadata: EventMetadata
+    idempotency: IdempotencyKey | None = None
+
+
+class Replayed(msgspec.Struct, frozen=True):
+    """The key was used before with the same body: answer as the first time."""
+
+    status: int
+    message_id: UUID
+
+
+class KeyReused(msgspec.Struct, frozen=True):
+    """The key was used before with a different body."""
+
+    key: str
+
+
+Outcome = Decision | Replayed | KeyReused
+
+# Locks are taken in ascending key order so that concurrent batches, each
+# holding several senders, can never wait on each other in a cycle.
+_LOCK = """
+SELECT pg_advisory_xact_lock(k)
+FROM (SELECT DISTINCT hashtextextended(s, 7369) AS k
+      FROM unnest(%s::text[]) AS s ORDER BY 1) AS keys
+"""
+
+# A separate statement from the lock: in READ COMMITTED each statement takes its
+# snapshot when it starts, so this one sees every commit made before the lock
+# was granted. The clock is read here too, after the lock, and only once.
+_WINDOW = """
+WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
+SELECT clock.now, w.sender, w.message_id, w.recipient, w.text, w.received_at
+FROM clock LEFT JOIN sender_window AS w
+  ON w.sender = ANY(%s) AND w.received_at > clock.now - %s
+ORDER BY w.received_at
+"""
+
+_KEYS = """
+SELECT actor, key, request_hash, status, message_id FROM idempotency_keys
+WHERE (actor, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+
+_REMEMBER = """
+INSERT INTO sender_window (sender, received_at, message_id, recipient, text)
+SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::uuid[], %s::text[], %s::text[])
+"""
+
+_STORE_KEYS = """
+INSERT INTO idempotency_keys (actor, key, request_hash, status, message_id)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int2[], %s::uuid[])
+"""
+
+
+async def receive_batch(
+    conn: psycopg.AsyncConnection[Any], requests: Sequence[ReceiveRequest]
+) -> list[Outcome]:
+    senders = sorted({r.command.sender.e164 for r in requests})
+    keyed = [r.idempotency for r in requests if r.idempotency is not None]
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(_LOCK, (senders,))
+        window_cur = await conn.execute(_WINDOW, (senders, RATE_WINDOW))
+        keys_cur = None
+        if keyed:
+            keys_cur = await conn.execute(_KEYS, ([k.actor for k in keyed], [k.key for k in keyed]))
+        rows = await window_cur.fetchall()
+        known = {} if keys_cur is None else {(r[0], r[1]): r[2:] for r in await keys_cur.fetchall()}
+
+        now = rows[0][0]
+        sent: dict[str, list[Sent]] = defaultdict(list)
+        for _, sender, message_id, recipient, text, received_at in rows:
+            if sender is not None:
+                sent[sender].append(Sent(message_id, recipient, text, received_at))
+        windows = {s: SenderWindow(tuple(sent[s])) for s in senders}
+
+        outcomes: list[Outcome] = []
+        accepted: list[SmsReceived] = []
+        appends: list[Append] = []
+        new_keys: list[tuple[str, str, bytes, int, UUID]] = []
+        for request in requests:
+            key = request.idempotency
+            prior = None if key is None else known.get((key.actor, key.key))
+            if key is not None and prior is not None:
+                request_hash, status, message_id = prior
+                outcomes.append(
+                    Replayed(status, message_id)
+                    if bytes(request_hash) == key.request_hash
+                    else KeyReused(key.key)
+                )
+                continue
+            sender = request.command.sender.e164
+            decision = decide_receive(request.command, windows[sender], now)
+            outcomes.append(decision)
+            if isinstance(decision, Accepted):
+                windows[sender] = remember(windows[sender], decision.event)
+                accepted.append(decision.event)
+                appends.append(
+                    Append(
+                        stream_of(decision.event.message_id), 0, [decision.event], request.metadata
+                    )
+                )
+            if key is not None and isinstance(decision, Accepted | Duplicate):
+                status, message_id = (
+                    (201, decision.event.message_id)
+                    if isinstance(decision, Accepted)
+                    else (200, decision.original)
+                )
+                known[(key.actor, key.key)] = (key.request_hash, status, message_id)
+                new_keys.append((key.actor, key.key, key.request_hash, status, message_id))
+
+        if accepted:
+            await conn.execute(
+                _REMEMBER,
+                (
+                    [e.sender for e in accepted],
+                    [e.received_at for e in accepted],
+                    [e.message_id for e in accepted],
+                    [e.recipient for e in accepted],
+                    [e.text for e in accepted],
+                ),
+            )
+        if new_keys:
+            await conn.execute(_STORE_KEYS, tuple(map(list, zip(*new_keys, strict=True))))
+        if appends:
+            await append(conn, appends)
+    return outcomes

@@ -1,0 +1,169 @@
+"""ReceiveSms on real PostgreSQL: the window, idempotency, and racing transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from uuid_utils.compat import uuid7
+
+from commands.group_commit import GroupCommitter
+from commands.receive_sms import (
+    IdempotencyKey,
+    KeyReused,
+    Outcome,
+    ReceiveRequest,
+    Replayed,
+    receive_batch,
+)
+from domain.commands import ReceiveSms
+from domain.events import EventMetadata
+from domain.sms import Accepted, Duplicate, RateLimited
+from tests.support.phones import random_phone
+
+RECIPIENT = "+447911123456"
+
+
+def request(sender: str, text: str = "Hello", key: str | None = None) -> ReceiveRequest:
+    command = ReceiveSms.create(uuid7(), sender, RECIPIENT, text)
+    command_id = uuid7()
+    idempotency = None if key is None else IdempotencyKey("tester", key, text.encode())
+    return ReceiveRequest(
+        command, EventMetadata(correlation_id=command_id, causation_id=command_id), idempotency
+    )
+
+
+async def stored_for(pool: AsyncConnectionPool, sender: str) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM events WHERE type = 'SmsReceived' AND data->>'from' = %s",
+            (sender,),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def one(pool: AsyncConnectionPool, req: ReceiveRequest) -> Outcome:
+    async with pool.connection() as conn:
+        [outcome] = await receive_batch(conn, [req])
+    return outcome
+
+
+async def test_a_repeat_within_two_seconds_is_the_first_message(pool: AsyncConnectionPool) -> None:
+    sender = random_phone()
+    first = await one(pool, request(sender))
+    again = await one(pool, request(sender))
+    assert isinstance(first, Accepted)
+    assert isinstance(again, Duplicate)
+    assert again.original == first.event.message_id
+    assert await stored_for(pool, sender) == 1
+
+
+async def test_the_database_clock_stamps_received_at(pool: AsyncConnectionPool) -> None:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT clock_timestamp()")
+        row = await cur.fetchone()
+    assert row is not None
+    outcome = await one(pool, request(random_phone()))
+    assert isinstance(outcome, Accepted)
+    assert 0 <= (outcome.event.received_at - row[0]).total_seconds() < 5
+
+
+async def test_a_batch_is_decided_in_order_against_what_it_accepted(
+    pool: AsyncConnectionPool,
+) -> None:
+    sender = random_phone()
+    requests = [request(sender, f"text {i}") for i in range(7)] + [request(sender, "text 0")]
+    async with pool.connection() as conn:
+        outcomes = await receive_batch(conn, requests)
+    names = [type(o).__name__ for o in outcomes]
+    assert names == ["Accepted"] * 5 + ["RateLimited"] * 2 + ["Duplicate"]
+    assert await stored_for(pool, sender) == 5
+
+
+async def test_a_key_replays_its_first_answer_and_refuses_another_body(
+    pool: AsyncConnectionPool,
+) -> None:
+    sender, key = random_phone(), f"key-{uuid7()}"
+    first = await one(pool, request(sender, "once", key))
+    assert isinstance(first, Accepted)
+    replay = await one(pool, request(sender, "once", key))
+    assert replay == Replayed(201, first.event.message_id)
+    assert isinstance(await one(pool, request(sender, "other body", key)), KeyReused)
+    assert await stored_for(pool, sender) == 1
+
+
+async def test_a_key_used_twice_in_one_batch_is_replayed_within_it(
+    pool: AsyncConnectionPool,
+) -> None:
+    sender, key = random_phone(), f"key-{uuid7()}"
+    async with pool.connection() as conn:
+        first, second = await receive_batch(
+            conn, [request(sender, "x", key), request(sender, "x", key)]
+        )
+    assert isinstance(first, Accepted)
+    assert second == Replayed(201, first.event.message_id)
+
+
+async def test_a_rate_limited_request_stores_no_key(pool: AsyncConnectionPool) -> None:
+    sender = random_phone()
+    async with pool.connection() as conn:
+        await receive_batch(conn, [request(sender, f"fill {i}") for i in range(5)])
+    limited = await one(pool, request(sender, "sixth", "k-limited"))
+    assert isinstance(limited, RateLimited)
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM idempotency_keys WHERE key = 'k-limited'")
+        assert await cur.fetchone() == (0,)
+
+
+@pytest.mark.parametrize(("max_batch", "concurrency"), [(1, 20), (4, 4)])
+async def test_twenty_identical_requests_at_once_store_exactly_one(
+    pool: AsyncConnectionPool, max_batch: int, concurrency: int
+) -> None:
+    sender = random_phone()
+    committer = GroupCommitter(pool, receive_batch, max_batch=max_batch, concurrency=concurrency)
+    outcomes = await asyncio.gather(*(committer.submit(request(sender)) for _ in range(20)))
+    accepted = [o for o in outcomes if isinstance(o, Accepted)]
+    assert len(accepted) == 1
+    assert all(
+        isinstance(o, Duplicate) and o.original == accepted[0].event.message_id
+        for o in outcomes
+        if o is not accepted[0]
+    )
+    assert await stored_for(pool, sender) == 1
+
+
+@pytest.mark.parametrize(("max_batch", "concurrency"), [(1, 20), (4, 4)])
+async def test_twenty_different_requests_at_once_store_exactly_five(
+    pool: AsyncConnectionPool, max_batch: int, concurrency: int
+) -> None:
+    sender = random_phone()
+    committer = GroupCommitter(pool, receive_batch, max_batch=max_batch, concurrency=concurrency)
+    outcomes = await asyncio.gather(
+        *(committer.submit(request(sender, f"message {i}")) for i in range(20))
+    )
+    assert Counter(type(o).__name__ for o in outcomes) == {"Accepted": 5, "RateLimited": 15}
+    assert await stored_for(pool, sender) == 5
+
+
+async def test_batches_locking_overlapping_senders_never_deadlock(
+    pool: AsyncConnectionPool,
+) -> None:
+    senders = [random_phone() for _ in range(6)]
+
+    async def batch(seed: int) -> list[Outcome]:
+        order = random.Random(seed).sample(senders, len(senders))
+        async with pool.connection() as conn:
+            return await receive_batch(conn, [request(s, f"batch {seed}") for s in order])
+
+    results = await asyncio.wait_for(asyncio.gather(*(batch(i) for i in range(12))), 30)
+    per_sender = Counter()
+    for outcomes in results:
+        for o in outcomes:
+            if isinstance(o, Accepted):
+                per_sender[o.event.sender] += 1
+    assert per_sender == dict.fromkeys(senders, 5)
