@@ -1,0 +1,159 @@
+"""POST /messages and GET /messages/{id}."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, HeaderParameter, JSONBody
+from uuid_utils.compat import uuid7
+
+from api.problems import Problem, invalid, problem, shape_errors
+from api.schemas import Message, SendSms
+from api.services import Services
+from commands.event_store import read_stream
+from commands.receive_sms import IdempotencyKey, KeyReused, ReceiveRequest, Replayed
+from domain.commands import ReceiveSms
+from domain.events import EventMetadata, SmsReceived, stream_of
+from domain.message import fold
+from domain.sms import Accepted, Duplicate, Quota, RateLimited
+
+
+async def require_json_message(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """Refuse a wrong Content-Type (415) or a body not shaped as SendSms (422).
+
+    Checked here rather than left to the body decoder so that every bad field
+    is reported, not only the first one the decoder meets.
+    """
+    media_type = request.content_type[0]
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        shown = media_type or "none"
+        return problem(
+            415, f"Content-Type must be application/json, not {shown}", slug="media-type"
+        )
+    body = await request.body()
+    try:
+        msgspec.json.decode(body, type=SendSms)
+    except msgspec.MsgspecError:
+        return invalid(shape_errors(body, SendSms))
+    return None
+
+
+def _quota_headers(quota: Quota) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(quota.limit),
+        "RateLimit-Remaining": str(quota.remaining),
+        "RateLimit-Reset": str(quota.reset_after),
+    }
+
+
+async def load_message(services: Services, message_id: UUID) -> Message | None:
+    async with services.pool.connection() as conn:
+        recorded = await read_stream(conn, stream_of(message_id))
+    state = fold(r.decode() for r in recorded)
+    return None if state is None else Message.from_state(state)
+
+
+async def _existing(services: Services, message_id: UUID) -> Message:
+    message = await load_message(services, message_id)
+    if message is None:
+        raise NotFoundException(f"no message {message_id}")
+    return message
+
+
+async def _first_response(services: Services, message_id: UUID) -> Message:
+    """The body of the 201 that created the message, rebuilt from its first event."""
+    async with services.pool.connection() as conn:
+        recorded = await read_stream(conn, stream_of(message_id))
+    first = recorded[0].decode()
+    assert isinstance(first, SmsReceived)
+    return Message.received(first)
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Replays the first response for a retried request with the same body.",
+    ),
+]
+
+
+class MessagesController(Controller):
+    path = "/messages"
+    tags = ("messages",)
+
+    @post(
+        "/",
+        status_code=201,
+        before_request=require_json_message,
+        summary="Send an SMS",
+        responses={},
+    )
+    async def send(
+        self,
+        data: JSONBody[SendSms],
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[Message]:
+        command = ReceiveSms.create(uuid7(), data.sender, data.recipient, data.message)
+        key = None
+        if idempotency_key is not None:
+            digest = hashlib.sha256(
+                msgspec.json.encode([command.sender.e164, command.recipient.e164, command.text])
+            ).digest()
+            key = IdempotencyKey("anonymous", idempotency_key, digest)
+        command_id = uuid7()
+        metadata = EventMetadata(
+            correlation_id=command_id,
+            causation_id=command_id,
+            request_id=request.headers.get("x-request-id"),
+        )
+        outcome = await services.receive.submit(ReceiveRequest(command, metadata, key))
+
+        if isinstance(outcome, Accepted):
+            message_id = outcome.event.message_id
+            headers = _quota_headers(outcome.quota) | {"Location": f"/messages/{message_id}"}
+            return Response(Message.received(outcome.event), status_code=201, headers=headers)
+        if isinstance(outcome, Duplicate):
+            original = await _existing(services, outcome.original)
+            headers = _quota_headers(outcome.quota) | {"Location": f"/messages/{original.id}"}
+            return Response(original, status_code=200, headers=headers)
+        if isinstance(outcome, RateLimited):
+            return problem(
+                429,
+                f"{command.sender.e164} has sent {outcome.quota.limit} messages in the last "
+                f"60 seconds; retry in {outcome.retry_after} s",
+                slug="rate-limited",
+                headers=_quota_headers(outcome.quota) | {"Retry-After": str(outcome.retry_after)},
+            )
+        if isinstance(outcome, Replayed):
+            replay = (
+                await _first_response(services, outcome.message_id)
+                if outcome.status == 201
+                else await _existing(services, outcome.message_id)
+            )
+            headers = {"Location": f"/messages/{outcome.message_id}", "Idempotent-Replayed": "true"}
+            return Response(replay, status_code=outcome.status, headers=headers)
+        assert isinstance(outcome, KeyReused)
+        return problem(
+            422,
+            f"Idempotency-Key {outcome.key!r} was already used with a different body",
+            slug="idempotency-key-reused",
+        )
+
+    @get("/{message_id:uuid}", summary="One message")
+    async def get_one(
+        self, message_id: FromPath[UUID], services: NamedDependency[Services]
+    ) -> Message:
+        return await _existing(services, message_id)

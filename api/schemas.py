@@ -1,0 +1,63 @@
+"""Request and response bodies, as the HTTP contract spells them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+import msgspec
+
+from domain.events import SmsReceived
+from domain.message import MessageState
+
+
+class SendSms(msgspec.Struct, forbid_unknown_fields=True):
+    sender: str = msgspec.field(name="from")
+    recipient: str = msgspec.field(name="to")
+    message: str
+
+
+class Message(msgspec.Struct, kw_only=True):
+    id: UUID
+    sender: str = msgspec.field(name="from")
+    recipient: str = msgspec.field(name="to")
+    message: str
+    status: str
+    received_at: str
+    media_count: int = 0
+    processed_at: str | None = None
+    encoding: str | None = None
+    segments: int | None = None
+
+    @staticmethod
+    def received(event: SmsReceived) -> Message:
+        """The message as it stood when the command was accepted."""
+        return Message(
+            id=event.message_id,
+            sender=event.sender,
+            recipient=event.recipient,
+            message=event.text,
+            status="received",
+            received_at=rfc3339(event.received_at),
+        )
+
+    @staticmethod
+    def from_state(state: MessageState) -> Message:
+        processed = state.processed
+        return Message(
+            id=state.message_id,
+            sender=state.sender,
+            recipient=state.recipient,
+            message=state.text,
+            status=state.status.value,
+            received_at=rfc3339(state.received_at),
+            media_count=len(state.media),
+            processed_at=rfc3339(processed.processed_at) if processed else None,
+            encoding=processed.encoding if processed else None,
+            segments=processed.segments if processed else None,
+        )
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds: `2026-11-24T10:15:02.123Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

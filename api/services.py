@@ -1,0 +1,25 @@
+"""What request handlers need, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.datastructures import State
+from psycopg_pool import AsyncConnectionPool
+
+from api.settings import Settings
+from commands.group_commit import GroupCommitter
+from commands.receive_sms import Outcome, ReceiveRequest
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    pool: AsyncConnectionPool[Any]
+    receive: GroupCommitter[ReceiveRequest, Outcome]
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services

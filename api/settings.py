@@ -1,0 +1,93 @@
+"""Settings, read once from `SMSQ_*` environment variables and checked at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import platformdirs
+from msgspec import Meta
+
+PREFIX = "SMSQ_"
+
+Positive = Meta(ge=1)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: Annotated[
+        str | None,
+        Meta(description="PostgreSQL URL; unset: an embedded server under SMSQ_DATA_DIR"),
+    ] = None
+    data_dir: Annotated[
+        Path, Meta(description="where the embedded database and the media files live")
+    ] = Path(platformdirs.user_data_dir("smsq"))
+    host: Annotated[str, Meta(description="address `smsq serve` listens on")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535, description="port `smsq serve` listens on")] = 8000
+    workers: Annotated[int, Positive, Meta(description="HTTP worker processes")] = 1
+    pool_max: Annotated[
+        int, Positive, Meta(description="most database connections per process")
+    ] = 10
+    db_timeout: Annotated[
+        float, Meta(gt=0, description="seconds to wait for the database before answering 503")
+    ] = 5.0
+    batch_max: Annotated[
+        int, Positive, Meta(description="most POST /messages committed in one transaction")
+    ] = 64
+    batch_concurrency: Annotated[
+        int, Positive, Meta(description="group-commit transactions in flight per process")
+    ] = 4
+    max_body_bytes: Annotated[
+        int, Positive, Meta(description="largest JSON request body accepted, in bytes")
+    ] = 16384
+    run_projectors: Annotated[
+        bool, Meta(description="whether `smsq serve` also runs projectors and processing")
+    ] = True
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(description="log level")
+    ] = "INFO"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    names = {f.name for f in msgspec.structs.fields(Settings)}
+    raw = {}
+    for key, value in env.items():
+        name = key.removeprefix(PREFIX).lower()
+        if key.startswith(PREFIX) and name in names and value != "":
+            raw[name] = value.upper() if name == "log_level" else value
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode)
+    except msgspec.ValidationError as error:
+        raise SettingsError(_explain(str(error))) from None
+
+
+def _decode(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value).expanduser()
+    raise NotImplementedError
+
+
+def _explain(message: str) -> str:
+    # msgspec says "Expected `int` >= 1 - at `$.workers`"; name the variable instead.
+    text, _, where = message.partition(" - at `$.")
+    return f"{PREFIX}{where.rstrip('`').upper()}: {text}" if where else message
+
+
+def describe() -> str:
+    """One line per setting, for `smsq --help`."""
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    lines = []
+    for field in info.fields:
+        schema = getattr(field.type, "extra_json_schema", None) or {}
+        doc = schema.get("description", "")
+        default = "" if field.default is msgspec.NODEFAULT else f" [default: {field.default}]"
+        lines.append(f"{PREFIX}{field.name.upper()}: {doc}{default}")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+
+from api.settings import SettingsError, describe, load_settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = load_settings({})
+    assert (settings.database_url, settings.host, settings.port) == (None, "127.0.0.1", 8000)
+
+
+def test_values_are_read_from_smsq_variables_and_converted() -> None:
+    settings = load_settings(
+        {
+            "SMSQ_PORT": "9000",
+            "SMSQ_DATA_DIR": "/srv/smsq",
+            "SMSQ_RUN_PROJECTORS": "false",
+            "SMSQ_LOG_LEVEL": "debug",
+            "OTHER": "x",
+        }
+    )
+    assert settings.port == 9000
+    assert settings.data_dir == Path("/srv/smsq")
+    assert settings.run_projectors is False
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMSQ_PORT": "eighty"}, "SMSQ_PORT: Expected `int`"),
+        ({"SMSQ_PORT": "70000"}, "SMSQ_PORT: Expected `int` <= 65535"),
+        ({"SMSQ_WORKERS": "0"}, "SMSQ_WORKERS: Expected `int` >= 1"),
+        ({"SMSQ_LOG_LEVEL": "loud"}, "SMSQ_LOG_LEVEL"),
+    ],
+)
+def test_a_bad_value_names_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("`", ".")):
+        load_settings(env)
+
+
+def test_help_lists_every_setting_with_its_default() -> None:
+    text = describe()
+    assert "SMSQ_DATABASE_URL:" in text
+    assert "SMSQ_PORT: port `smsq serve` listens on [default: 8000]" in text
