@@ -73,7 +73,7 @@ WHERE e.expected = 0
 RETURNING position
 """
 
-_COLUMNS = (
+recorded_columns = (
     "position, stream_id, version, event_id, type, schema_version,"
     " data::text, metadata::text, recorded_at"
 )
@@ -132,13 +132,25 @@ def _conflict(error: errors.UniqueViolation, appends: Sequence[Append]) -> Excep
 
 
 async def read_stream(conn: psycopg.AsyncConnection[Any], stream_id: str) -> list[RecordedEvent]:
+    return (await read_streams(conn, [stream_id])).get(stream_id, [])
+
+
+async def read_streams(
+    conn: psycopg.AsyncConnection[Any], stream_ids: Sequence[str]
+) -> dict[str, list[RecordedEvent]]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s ORDER BY version", (stream_id,)
+        f"SELECT {recorded_columns} FROM events WHERE stream_id = ANY(%s)"
+        " ORDER BY stream_id, version",
+        (list(stream_ids),),
     )
-    return [_recorded(row) for row in await cur.fetchall()]
+    streams: dict[str, list[RecordedEvent]] = {}
+    for row in await cur.fetchall():
+        event = recorded_event(row)
+        streams.setdefault(event.stream_id, []).append(event)
+    return streams
 
 
-def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
+def recorded_event(row: tuple[Any, ...]) -> RecordedEvent:
     position, stream_id, version, event_id, type_, schema_version, data, metadata, at = row
     return RecordedEvent(
         position=position,

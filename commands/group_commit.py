@@ -50,12 +50,14 @@ class GroupCommitter(Generic[Req, Res]):
         max_batch: int = 64,
         concurrency: int = 4,
         attempts: int = 5,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
         self._handler = handler
         self._max_batch = max_batch
         self._concurrency = concurrency
         self._attempts = attempts
+        self._on_commit = on_commit
         self._queue: deque[tuple[Req, asyncio.Future[Res]]] = deque()
         self._runners: set[asyncio.Task[None]] = set()
 
@@ -93,6 +95,8 @@ class GroupCommitter(Generic[Req, Res]):
                 if not future.done():
                     future.set_exception(error)
             return
+        if self._on_commit is not None:
+            self._on_commit()
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

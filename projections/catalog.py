@@ -1,0 +1,17 @@
+"""Every projector this service runs, and the read models replay can rebuild."""
+
+from __future__ import annotations
+
+from projections.messages import MessagesProjector
+from projections.processing import ProcessingStage
+from projections.replay import Rebuildable
+from projections.runner import Projector
+
+
+def read_models() -> dict[str, Rebuildable]:
+    models: list[Rebuildable] = [MessagesProjector()]
+    return {m.name: m for m in models}
+
+
+def projectors() -> list[Projector]:
+    return [*read_models().values(), ProcessingStage()]

@@ -1,0 +1,72 @@
+"""Reading the log without skipping.
+
+A position is taken when an event is inserted but becomes visible only when
+its transaction commits, so "everything after position N" can miss an event
+that commits late. Readers therefore go in (tx_id, position) order and stop
+below the oldest transaction still in flight; the horizon test and the read
+are one statement, because the snapshot belongs to the statement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+
+from commands.event_store import RecordedEvent, recorded_columns, recorded_event
+
+
+class Checkpoint(msgspec.Struct, frozen=True, order=True):
+    """A place in the log's reading order: after (tx_id, position)."""
+
+    tx_id: int
+    position: int
+
+
+START = Checkpoint(0, 0)
+
+IN_RANGE = """
+(tx_id, position) > (%(lo_tx)s::text::xid8, %(lo_pos)s)
+AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
+"""
+
+_NEXT = """
+SELECT tx_id::text, position, count(*) OVER ()
+FROM (
+    SELECT tx_id, position FROM events
+    WHERE (tx_id, position) > (%s::text::xid8, %s)
+      AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY tx_id, position
+    LIMIT %s
+) AS ahead
+ORDER BY tx_id DESC, position DESC
+LIMIT 1
+"""
+
+
+def range_params(lo: Checkpoint, hi: Checkpoint) -> dict[str, int]:
+    return {"lo_tx": lo.tx_id, "lo_pos": lo.position, "hi_tx": hi.tx_id, "hi_pos": hi.position}
+
+
+async def next_range(
+    conn: psycopg.AsyncConnection[Any], after: Checkpoint, limit: int
+) -> tuple[Checkpoint, int] | None:
+    """The end of the next `limit` committed events after `after`, and their count."""
+    cur = await conn.execute(_NEXT, (after.tx_id, after.position, limit))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Checkpoint(int(row[0]), row[1]), row[2]
+
+
+async def read_range(
+    conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint, types: tuple[str, ...] = ()
+) -> list[RecordedEvent]:
+    """The events in (lo, hi], in reading order; `hi` must come from `next_range`."""
+    where = IN_RANGE + (" AND type = ANY(%(types)s)" if types else "")
+    cur = await conn.execute(
+        f"SELECT {recorded_columns} FROM events WHERE {where} ORDER BY tx_id, position",
+        {**range_params(lo, hi), "types": list(types)},
+    )
+    return [recorded_event(row) for row in await cur.fetchall()]

@@ -1,0 +1,180 @@
+"""Rebuild read models from the log into shadow tables, then swap them in.
+
+Readers keep the live table until the swap, which renames the tables and
+moves the checkpoint in one short transaction. The rebuild runs the
+projector's own fold over large chunks of the log, without secondary
+indexes (built after the load) and without waiting for each commit to
+reach disk (a rebuild can simply be redone).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from projections.log import START, Checkpoint, next_range
+from projections.runner import Projector, ensure_checkpoints
+
+SHADOW = "__shadow"
+RETIRED = "__retired"
+
+Progress = Callable[[int], None]
+
+
+class Rebuildable(Projector, Protocol):
+    """A projector whose tables can be rebuilt: it folds into any table names."""
+
+    @property
+    def tables(self) -> Sequence[str]: ...
+
+    async def rebuild(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tables: Mapping[str, str],
+        lo: Checkpoint,
+        hi: Checkpoint,
+    ) -> None: ...
+
+
+async def events_to_replay(conn: psycopg.AsyncConnection[Any]) -> int:
+    cur = await conn.execute("SELECT count(*) FROM events")
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def replay(
+    conn: psycopg.AsyncConnection[Any],
+    model: Rebuildable,
+    *,
+    chunk: int = 50_000,
+    progress: Progress = lambda _: None,
+) -> int:
+    """Rebuild `model` from the start of the log; returns the events folded.
+
+    `conn` must be in autocommit mode: each chunk commits on its own.
+    """
+    shadows = {t: t + SHADOW for t in model.tables}
+    await ensure_checkpoints(conn, [model.name])
+    await conn.execute("SET synchronous_commit = off")
+    async with conn.transaction():
+        for table, shadow in shadows.items():
+            await _create_shadow(conn, table, shadow)
+
+    folded, at = 0, START
+    while found := await next_range(conn, at, chunk):
+        hi, count = found
+        async with conn.transaction():
+            await model.rebuild(conn, shadows, at, hi)
+        folded, at = folded + count, hi
+        progress(count)
+
+    for table, shadow in shadows.items():
+        await _index_like(conn, table, shadow)
+
+    async with conn.transaction():
+        # Holding the lease keeps the live projector out until the swap is done.
+        cur = await conn.execute(
+            "SELECT 1 FROM projection_checkpoints WHERE name = %s FOR UPDATE", (model.name,)
+        )
+        await cur.fetchone()
+        while found := await next_range(conn, at, chunk):
+            hi, count = found
+            await model.rebuild(conn, shadows, at, hi)
+            folded, at = folded + count, hi
+            progress(count)
+        for table, shadow in shadows.items():
+            await _swap(conn, table, shadow)
+        await conn.execute(
+            "UPDATE projection_checkpoints SET tx_id = %s::text::xid8, position = %s,"
+            " updated_at = clock_timestamp() WHERE name = %s",
+            (at.tx_id, at.position, model.name),
+        )
+    for table in shadows:
+        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+    await conn.execute("RESET synchronous_commit")
+    return folded
+
+
+async def _create_shadow(conn: psycopg.AsyncConnection[Any], table: str, shadow: str) -> None:
+    # A shadow left by a replay that died is stale: start it again.
+    await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(shadow)))
+    await conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+            sql.Identifier(shadow), sql.Identifier(table)
+        )
+    )
+    # The primary key is needed while folding (upserts find rows by it); the
+    # other indexes are built once the bulk of the rows is in.
+    for index in await _indexes(conn, table):
+        if index.primary:
+            await _copy_index(conn, index, table, shadow)
+
+
+class _Index(msgspec.Struct, frozen=True):
+    name: str
+    definition: str
+    primary: bool
+
+
+async def _indexes(conn: psycopg.AsyncConnection[Any], table: str) -> list[_Index]:
+    cur = await conn.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = %s::regclass ORDER BY c.relname",
+        (table,),
+    )
+    return [_Index(*row) for row in await cur.fetchall()]
+
+
+async def _copy_index(
+    conn: psycopg.AsyncConnection[Any], index: _Index, table: str, shadow: str
+) -> None:
+    """Build on the shadow the live table's index, by the same definition."""
+    on_table = re.compile(rf" ON (\S+\.)?{re.escape(table)} ")
+    definition = index.definition.replace(f" {index.name} ON ", f" {index.name}{SHADOW} ON ", 1)
+    definition = on_table.sub(f" ON {shadow} ", definition, count=1)
+    await conn.execute(definition.encode())
+    if index.primary:
+        await conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}").format(
+                sql.Identifier(shadow),
+                sql.Identifier(index.name + SHADOW),
+                sql.Identifier(index.name + SHADOW),
+            )
+        )
+
+
+async def _index_like(conn: psycopg.AsyncConnection[Any], table: str, shadow: str) -> None:
+    await conn.execute("SET maintenance_work_mem = '256MB'")
+    for index in await _indexes(conn, table):
+        if not index.primary:
+            await _copy_index(conn, index, table, shadow)
+    await conn.execute("RESET maintenance_work_mem")
+
+
+async def _swap(conn: psycopg.AsyncConnection[Any], table: str, shadow: str) -> None:
+    """Put the shadow in the live table's place, names of its indexes included.
+
+    (Renaming a primary key's index renames its constraint too.)
+    """
+    retired = table + RETIRED
+    names = [index.name for index in await _indexes(conn, table)]
+    await _rename(conn, "TABLE", table, retired)
+    await _rename(conn, "TABLE", shadow, table)
+    for name in names:
+        await _rename(conn, "INDEX", name, name + RETIRED)
+        await _rename(conn, "INDEX", name + SHADOW, name)
+    await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(retired)))
+
+
+async def _rename(conn: psycopg.AsyncConnection[Any], kind: str, old: str, new: str) -> None:
+    await conn.execute(
+        sql.SQL("ALTER {} {} RENAME TO {}").format(
+            sql.SQL(kind), sql.Identifier(old), sql.Identifier(new)
+        )
+    )

@@ -1,0 +1,172 @@
+"""The subscription loop: feeds each projector the log, batch by batch.
+
+One transaction per batch holds the projector's checkpoint row, reads the
+next committed range, lets the projector fold it, and moves the checkpoint:
+all or nothing, so every event is folded exactly once even across crashes.
+Projectors wake on NOTIFY and also poll, so a lost notification costs
+latency, never data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from commands.notify import CHANNEL
+from projections.log import START, Checkpoint, next_range
+
+log = logging.getLogger(__name__)
+
+
+class Projector(Protocol):
+    """A named fold of the log; `apply` runs inside the batch's transaction."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def apply(
+        self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
+    ) -> None: ...
+
+
+async def ensure_checkpoints(conn: psycopg.AsyncConnection[Any], names: Sequence[str]) -> None:
+    await conn.execute(
+        "INSERT INTO projection_checkpoints (name) SELECT unnest(%s::text[])"
+        " ON CONFLICT DO NOTHING",
+        (list(names),),
+    )
+
+
+async def step(
+    conn: psycopg.AsyncConnection[Any], projector: Projector, batch_size: int
+) -> int | None:
+    """Fold one batch; returns how many events, or None if another instance holds the lease."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT tx_id::text, position FROM projection_checkpoints"
+            " WHERE name = %s FOR UPDATE SKIP LOCKED",
+            (projector.name,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        lo = Checkpoint(int(row[0]), row[1])
+        found = await next_range(conn, lo, batch_size)
+        if found is None:
+            return 0
+        hi, count = found
+        await projector.apply(conn, lo, hi)
+        await conn.execute(
+            "UPDATE projection_checkpoints SET tx_id = %s::text::xid8, position = %s,"
+            " updated_at = clock_timestamp() WHERE name = %s",
+            (hi.tx_id, hi.position, projector.name),
+        )
+        return count
+
+
+async def catch_up(
+    conn: psycopg.AsyncConnection[Any], projector: Projector, batch_size: int = 1000
+) -> int:
+    """Fold everything committed so far; returns how many events that was."""
+    await ensure_checkpoints(conn, [projector.name])
+    total = 0
+    while n := await step(conn, projector, batch_size):
+        total += n
+    return total
+
+
+async def checkpoint_of(conn: psycopg.AsyncConnection[Any], name: str) -> Checkpoint:
+    cur = await conn.execute(
+        "SELECT tx_id::text, position FROM projection_checkpoints WHERE name = %s", (name,)
+    )
+    row = await cur.fetchone()
+    return START if row is None else Checkpoint(int(row[0]), row[1])
+
+
+class ProjectionRunner:
+    """Runs projectors until cancelled: one task each, plus a LISTEN connection."""
+
+    def __init__(
+        self,
+        url: str,
+        projectors: Sequence[Projector],
+        *,
+        batch_size: int = 1000,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._url = url
+        self._projectors = list(projectors)
+        self._batch_size = batch_size
+        self._poll = poll_interval
+        self._wake = {p.name: asyncio.Event() for p in self._projectors}
+        self._stopping = asyncio.Event()
+
+    def poke(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    def stop(self) -> None:
+        """Finish the batches in flight, then return from `run`."""
+        self._stopping.set()
+        self.poke()
+
+    async def run(self) -> None:
+        pool = AsyncConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=len(self._projectors),
+            kwargs={"autocommit": True},
+            name="projections",
+            open=False,
+        )
+        async with pool:
+            listener = asyncio.create_task(self._listen())
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for projector in self._projectors:
+                        tasks.create_task(self._follow(pool, projector))
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+    async def _follow(self, pool: AsyncConnectionPool[Any], projector: Projector) -> None:
+        wake = self._wake[projector.name]
+        ensured = False
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                async with pool.connection() as conn:
+                    if not ensured:
+                        await ensure_checkpoints(conn, [projector.name])
+                        ensured = True
+                    count = await step(conn, projector, self._batch_size)
+            except Exception as error:  # a projector must outlive any one bad batch
+                log.warning("projector %s: %r; retrying", projector.name, error)
+                await self._sleep(wake, 1.0)
+                continue
+            if count:
+                continue  # there may be more right behind this batch
+            await self._sleep(wake, self._poll)
+
+    async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for _ in conn.notifies():
+                        self.poke()
+            except (psycopg.Error, OSError) as error:
+                log.warning("listener: %s; reconnecting", error)
+                await asyncio.sleep(1.0)

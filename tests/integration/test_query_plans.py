@@ -1,0 +1,62 @@
+"""Every filter of GET /messages is an index scan already in the answer's order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from projections.messages import MessagesProjector, list_statement
+from projections.replay import replay
+from tests.support.postgres import Databases
+from tests.support.seed import seed_messages
+
+
+@pytest.fixture(scope="module")
+def url(databases: Databases) -> str:
+    url = databases.create()
+    seed_messages(url, 20_000, processed=0.7)
+    return url
+
+
+async def plan(url: str, **filters: Any) -> dict[str, Any]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT count(*) FROM sms_messages")
+        if await cur.fetchone() == (0,):
+            await replay(conn, MessagesProjector())
+            await conn.execute("VACUUM ANALYZE sms_messages")
+        statement, params = list_statement(**filters)
+        explain = psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + statement
+        cur = await conn.execute(explain, params)
+        row = await cur.fetchone()
+    assert row is not None
+    document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    return dict(document[0]["Plan"])
+
+
+def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from nodes(child)
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({}, "sms_messages_received_idx"),
+        ({"sender": "+12025550001"}, "sms_messages_from_idx"),
+        ({"recipient": "+447911123456"}, "sms_messages_to_idx"),
+        ({"status": "processed"}, "sms_messages_status_idx"),
+        ({"status": "stored", "offset": 5000}, "sms_messages_status_idx"),
+    ],
+)
+async def test_each_filter_scans_its_index_without_sorting(
+    url: str, filters: dict[str, Any], index: str
+) -> None:
+    all_nodes = list(nodes(await plan(url, **filters)))
+    scans = {n.get("Index Name") for n in all_nodes if "Index" in n["Node Type"]}
+    assert index in scans
+    assert not [n for n in all_nodes if n["Node Type"] in ("Sort", "Incremental Sort", "Seq Scan")]
