@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -13,11 +13,13 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from psycopg_pool import AsyncConnectionPool
 
 from api.health import healthz, readyz
+from api.lifecycle import background
 from api.messages import MessagesController
 from api.problems import exception_handlers
 from api.services import Services, provide_services
 from api.settings import Settings, load_settings
 from commands.group_commit import GroupCommitter
+from commands.notify import Notifier
 from commands.receive_sms import receive_batch
 
 log = logging.getLogger(__name__)
@@ -48,21 +50,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = open_pool(url, settings, name="api")
-        # Not waiting: the service starts and answers 503 until the database does.
-        await pool.open(wait=False)
-        receive = GroupCommitter(
-            pool,
-            receive_batch,
-            max_batch=settings.batch_max,
-            concurrency=settings.batch_concurrency,
-        )
-        app.state.services = Services(settings=settings, pool=pool, receive=receive)
-        try:
-            yield
-        finally:
-            await receive.drain()
-            await pool.close()
+        # The pool opens without waiting: the service starts, and answers 503
+        # until the database does.
+        async with open_pool(url, settings, name="api") as pool, AsyncExitStack() as stack:
+            notifier = Notifier(pool)
+            receive = GroupCommitter(
+                pool,
+                receive_batch,
+                max_batch=settings.batch_max,
+                concurrency=settings.batch_concurrency,
+                on_commit=notifier.poke,
+            )
+            app.state.services = Services(settings=settings, pool=pool, receive=receive)
+            if settings.run_projectors:
+                await stack.enter_async_context(background(url, pool))
+            try:
+                yield
+            finally:
+                # In-flight requests get their answers before the pool goes away.
+                await receive.drain()
+                await notifier.close()
 
     return Litestar(
         route_handlers=[MessagesController, healthz, readyz],

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
+from typing import Any
 
 import click
+from rich.console import Console
 
 from api.settings import Settings, SettingsError, describe, load_settings
 
@@ -61,7 +67,7 @@ def migrate() -> None:
 
 @main.command()
 def serve() -> None:
-    """Migrate, then serve the HTTP API (and, by default, the projectors)."""
+    """Migrate, then serve the HTTP API (and, unless disabled, the projectors)."""
     from granian import Granian
     from granian.constants import Interfaces
 
@@ -81,3 +87,86 @@ def serve() -> None:
             workers=settings.workers,
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
         ).serve()
+
+
+@main.command()
+def worker() -> None:
+    """Run the projectors and the processing stage without the API (for scale-out)."""
+    settings = _settings()
+    with database(settings) as url:
+        _migrate(url)
+        click.echo("smsq: worker running; Ctrl-C to stop", err=True)
+        asyncio.run(_work(url, settings))
+
+
+async def _work(url: str, settings: Settings) -> None:
+    from api.app import open_pool
+    from api.lifecycle import background
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_pool(url, settings, name="worker") as pool, background(url, pool):
+        await stop.wait()
+    click.echo("smsq: worker stopped", err=True)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--chunk", default=50_000, show_default=True, help="Events folded per transaction.")
+def replay(names: tuple[str, ...], chunk: int) -> None:
+    """Rebuild read models from the event log (all of them when no NAME is given).
+
+    Each is rebuilt into shadow tables and swapped in at the end in one
+    transaction; the API keeps answering from the old tables meanwhile.
+    """
+    from projections.catalog import read_models
+
+    models = read_models()
+    unknown = sorted(set(names) - set(models))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown read model {', '.join(unknown)}; choose from {', '.join(models)}",
+            param_hint="NAME",
+        )
+    settings = _settings()
+    with database(settings) as url:
+        _migrate(url)
+        asyncio.run(_replay(url, [models[n] for n in names or models]))
+
+
+async def _replay(url: str, models: list[Any]) -> None:
+    import psycopg
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from projections.replay import events_to_replay, replay
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        total = await events_to_replay(conn)
+        for model in models:
+            started = time.monotonic()
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            ) as bar:
+                task = bar.add_task(model.name, total=total)
+                folded = await replay(conn, model, progress=partial(bar.advance, task))
+            elapsed = time.monotonic() - started
+            rate = folded / elapsed if elapsed > 0 else 0.0
+            click.echo(
+                f"smsq: {model.name} rebuilt from {folded:,} events"
+                f" in {elapsed:.1f} s ({rate:,.0f} events/s)",
+                err=True,
+            )

@@ -1,27 +1,30 @@
-"""POST /messages and GET /messages/{id}."""
+"""POST /messages, GET /messages and GET /messages/{id}."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from uuid_utils.compat import uuid7
 
 from api.problems import Problem, invalid, problem, shape_errors
-from api.schemas import Message, SendSms
+from api.schemas import Message, MessagePage, SendSms
 from api.services import Services
 from commands.event_store import read_stream
 from commands.receive_sms import IdempotencyKey, KeyReused, ReceiveRequest, Replayed
 from domain.commands import ReceiveSms
 from domain.events import EventMetadata, SmsReceived, stream_of
-from domain.message import fold
+from domain.message import Status, fold
+from domain.phone import PhoneNumber
 from domain.sms import Accepted, Duplicate, Quota, RateLimited
+from projections.messages import get_message, list_messages
 
 
 async def require_json_message(request: Request[Any, Any, Any]) -> Response[Problem] | None:
@@ -53,10 +56,24 @@ def _quota_headers(quota: Quota) -> dict[str, str]:
 
 
 async def load_message(services: Services, message_id: UUID) -> Message | None:
+    """From the read model; from the stream while the model has not caught up
+    (read-your-writes: a message answers 200 the moment its 201 was sent)."""
     async with services.pool.connection() as conn:
+        row = await get_message(conn, message_id)
+        if row is not None:
+            return Message.from_row(row)
         recorded = await read_stream(conn, stream_of(message_id))
     state = fold(r.decode() for r in recorded)
     return None if state is None else Message.from_state(state)
+
+
+def phone_filter(raw: str | None, field: str) -> str | None:
+    if raw is None:
+        return None
+    # An unescaped "+" in a query string arrives as a space.
+    if raw.startswith(" "):
+        raw = "+" + raw[1:]
+    return PhoneNumber.parse(raw, field).e164
 
 
 async def _existing(services: Services, message_id: UUID) -> Message:
@@ -150,6 +167,40 @@ class MessagesController(Controller):
             422,
             f"Idempotency-Key {outcome.key!r} was already used with a different body",
             slug="idempotency-key-reused",
+        )
+
+    @get("/", summary="Messages, newest first")
+    async def list_all(
+        self,
+        services: NamedDependency[Services],
+        sender: Annotated[str | None, QueryParameter(name="from", description="E.164")] = None,
+        recipient: Annotated[str | None, QueryParameter(name="to", description="E.164")] = None,
+        status: FromQuery[Status | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    ) -> MessagePage:
+        filters = {
+            "from": phone_filter(sender, "from"),
+            "to": phone_filter(recipient, "to"),
+            "status": status.value if status else None,
+        }
+        async with services.pool.connection() as conn:
+            rows = await list_messages(
+                conn,
+                sender=filters["from"],
+                recipient=filters["to"],
+                status=filters["status"],
+                limit=limit + 1,
+                offset=offset,
+            )
+        more = len(rows) > limit
+        query = {k: v for k, v in filters.items() if v is not None}
+        following = urlencode({**query, "limit": limit, "offset": offset + limit})
+        return MessagePage(
+            items=[Message.from_row(r) for r in rows[:limit]],
+            limit=limit,
+            offset=offset,
+            next=f"/messages?{following}" if more else None,
         )
 
     @get("/{message_id:uuid}", summary="One message")

@@ -9,6 +9,7 @@ import msgspec
 
 from domain.events import SmsReceived
 from domain.message import MessageState
+from projections.messages import MessageRow
 
 
 class SendSms(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,6 +43,21 @@ class Message(msgspec.Struct, kw_only=True):
         )
 
     @staticmethod
+    def from_row(row: MessageRow) -> Message:
+        return Message(
+            id=row.id,
+            sender=row.sender,
+            recipient=row.recipient,
+            message=row.message,
+            status=row.status,
+            received_at=rfc3339(row.received_at),
+            media_count=row.media_count,
+            processed_at=rfc3339(row.processed_at) if row.processed_at else None,
+            encoding=row.encoding,
+            segments=row.segments,
+        )
+
+    @staticmethod
     def from_state(state: MessageState) -> Message:
         processed = state.processed
         return Message(
@@ -56,6 +72,13 @@ class Message(msgspec.Struct, kw_only=True):
             encoding=processed.encoding if processed else None,
             segments=processed.segments if processed else None,
         )
+
+
+class MessagePage(msgspec.Struct):
+    items: list[Message]
+    limit: int
+    offset: int
+    next: str | None
 
 
 def rfc3339(moment: datetime) -> str:

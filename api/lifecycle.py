@@ -1,0 +1,37 @@
+"""Background work a process runs beside (or instead of) the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from commands.housekeeping import keep_pruning
+from projections.catalog import projectors
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def background(url: str, pool: AsyncConnectionPool[Any]) -> AsyncIterator[ProjectionRunner]:
+    """Projectors, the processing stage and housekeeping, stopped gracefully on exit."""
+    runner = ProjectionRunner(url, projectors())
+    running = asyncio.create_task(runner.run())
+    pruning = asyncio.create_task(keep_pruning(pool))
+    try:
+        yield runner
+    finally:
+        pruning.cancel()
+        runner.stop()
+        try:
+            await asyncio.wait_for(running, 10)
+        except TimeoutError:
+            log.warning("projectors did not stop within 10 s")
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
