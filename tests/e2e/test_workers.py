@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import pytest
 
 from tests.support.postgres import Databases
 from tests.support.seed import seed_messages
-from tests.support.servers import SMSQ, smsq_process
+from tests.support.servers import SMSQ, crash, smsq_process
 
 MESSAGES = 20_000
 
@@ -47,11 +46,6 @@ def snapshot(url: str) -> list[tuple[Any, ...]]:
     return query(url, "SELECT * FROM sms_messages ORDER BY id")
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.fixture
 def url(databases: Databases) -> str:
     url = databases.create()
@@ -68,7 +62,7 @@ def test_a_worker_killed_mid_batch_resumes_and_matches_a_fresh_replay(
 ) -> None:
     with smsq_process(["worker"], env(url), tmp_path / "first.log") as first:
         wait_for(lambda: position(url, "processing") > 0, 30, "the first batch")
-        kill(first)
+        crash(first)
     assert not caught_up(url)
     with smsq_process(["worker"], env(url), tmp_path / "second.log"):
         wait_for(lambda: caught_up(url), 120, "the restarted worker to catch up")
@@ -108,7 +102,7 @@ def test_a_replay_killed_midway_leaves_the_live_model_and_a_rerun_completes(
             "the shadow table",
         )
         time.sleep(0.2)
-        kill(run)
+        crash(run)
     assert snapshot(url) == live
     assert position(url, "sms_messages") == checkpoint
 
@@ -129,7 +123,7 @@ def test_a_standby_worker_carries_on_when_the_active_one_dies(url: str, tmp_path
         smsq_process(["worker"], env(url), tmp_path / "b.log"),
     ):
         wait_for(lambda: position(url, "processing") > 0, 30, "processing to start")
-        kill(a)
+        crash(a)
         wait_for(lambda: caught_up(url), 120, "the survivor to finish")
     assert query(url, "SELECT count(*) FROM sms_messages WHERE status = 'processed'") == [
         (MESSAGES,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,12 +29,15 @@ def smsq_process(
     args: list[str], env: Mapping[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
+        # A session of its own, so the server's worker processes can be
+        # signalled (or killed) together with it.
         proc = subprocess.Popen(
             [SMSQ, *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         yield proc
@@ -43,8 +47,16 @@ def smsq_process(
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                crash(proc)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # any worker left behind
+
+
+def crash(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and every process it started: no cleanup runs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextmanager

@@ -1,0 +1,75 @@
+"""SIGKILL the server in the middle of ingest: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.support.phones import random_phone
+from tests.support.postgres import Databases
+from tests.support.servers import crash, free_port, smsq_process, wait_ready
+
+
+async def ingest(url: str, created: list[str], stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        while not stop.is_set():
+            body = {"from": random_phone(), "to": "+447911123456", "message": "mid-crash"}
+            try:
+                response = await client.post("/messages", json=body)
+            except httpx.HTTPError:
+                return  # the server died under this request: it was never acknowledged
+            assert response.status_code == 201, response.text
+            created.append(response.json()["id"])
+
+
+def rows(url: str, statement: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(statement.encode()).fetchall()
+
+
+async def test_every_acknowledged_message_survives_a_server_kill(
+    databases: Databases, tmp_path: Path
+) -> None:
+    db = databases.create()
+    port = free_port()
+    env = {"SMSQ_DATABASE_URL": db, "SMSQ_PORT": str(port), "SMSQ_LOG_LEVEL": "WARNING"}
+    url = f"http://127.0.0.1:{port}"
+    created: list[str] = []
+
+    with smsq_process(["serve"], env, tmp_path / "first.log") as server:
+        wait_ready(url, server, tmp_path / "first.log", 60)
+        stop = asyncio.Event()
+        writers = [asyncio.create_task(ingest(url, created, stop)) for _ in range(12)]
+        deadline = time.monotonic() + 30
+        while len(created) < 300:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        crash(server)
+        stop.set()
+        await asyncio.gather(*writers)
+
+    with smsq_process(["serve"], env, tmp_path / "second.log") as server:
+        wait_ready(url, server, tmp_path / "second.log", 60)
+        async with httpx.AsyncClient(base_url=url) as client:
+            deadline = time.monotonic() + 60
+            for message_id in created:
+                while (reply := await client.get(f"/messages/{message_id}")).json().get(
+                    "status"
+                ) != "processed":
+                    assert reply.status_code == 200, reply.text
+                    assert time.monotonic() < deadline, f"{message_id} never processed"
+                    await asyncio.sleep(0.05)
+
+    # Nothing folded twice: one row per message, one SmsProcessed per stream.
+    assert rows(db, "SELECT count(*) FROM sms_messages") == rows(
+        db, "SELECT count(*) FROM events WHERE type = 'SmsReceived'"
+    )
+    assert rows(
+        db,
+        "SELECT count(*) FROM (SELECT stream_id FROM events WHERE type = 'SmsProcessed'"
+        " GROUP BY stream_id HAVING count(*) > 1) AS twice",
+    ) == [(0,)]
