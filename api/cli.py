@@ -70,6 +70,7 @@ def serve() -> None:
     """Migrate, then serve the HTTP API (and, unless disabled, the projectors)."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     settings = _settings()
     with database(settings) as url:
@@ -85,6 +86,8 @@ def serve() -> None:
             address=settings.host,
             port=settings.port,
             workers=settings.workers,
+            # Clients that trickle their headers in give up their connection.
+            http1_settings=HTTP1Settings(header_read_timeout=10_000),
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
         ).serve()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -39,10 +40,16 @@ async def require_json_message(request: Request[Any, Any, Any]) -> Response[Prob
         return problem(
             415, f"Content-Type must be application/json, not {shown}", slug="media-type"
         )
-    body = await request.body()
+    limit = request.app.state.services.settings.body_timeout
+    try:
+        # A client that stops sending mid-body must not hold a request forever.
+        async with asyncio.timeout(limit):
+            body = await request.body()
+    except TimeoutError:
+        return problem(408, f"the body did not arrive within {limit} s", slug="timeout")
     try:
         msgspec.json.decode(body, type=SendSms)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return invalid(shape_errors(body, SendSms))
     return None
 

@@ -68,6 +68,8 @@ def shape_errors(body: bytes, shape: type[msgspec.Struct]) -> list[FieldError]:
         value = msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         return [FieldError("body", f"is not valid JSON: {error}")]
+    except RecursionError:
+        return [FieldError("body", "is nested too deeply")]
     if not isinstance(value, dict):
         return [FieldError("body", "must be a JSON object")]
     errors = []

@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_concurrency: Annotated[
         int, Positive, Meta(description="group-commit transactions in flight per process")
     ] = 4
+    body_timeout: Annotated[
+        float, Meta(gt=0, description="seconds a client may take to send a request body")
+    ] = 10.0
     max_body_bytes: Annotated[
         int, Positive, Meta(description="largest JSON request body accepted, in bytes")
     ] = 16384

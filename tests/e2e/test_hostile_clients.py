@@ -1,0 +1,101 @@
+"""Clients that misbehave get a clean 4xx, never a 5xx, a hang or a lost message."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.phones import random_phone
+from tests.support.servers import serving
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("hostile") / "serve.log"
+    env = {"SMSQ_DATABASE_URL": database_url, "SMSQ_LOG_LEVEL": "WARNING", "SMSQ_BODY_TIMEOUT": "1"}
+    with serving(env, log) as url:
+        yield url
+
+
+def exchange(url: str, request: bytes, wait: float = 20) -> tuple[int, float]:
+    """Send raw bytes; return the status code of the answer and how long it took."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(request)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 "), answer[:100]
+    return int(answer.split()[1]), time.monotonic() - started
+
+
+def post(body: bytes, headers: bytes = b"") -> bytes:
+    return (
+        b"POST /messages HTTP/1.1\r\nHost: smsq\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def test_a_body_that_never_finishes_is_cut_off_with_408(server: str) -> None:
+    head = b"POST /messages HTTP/1.1\r\nHost: smsq\r\nContent-Type: application/json\r\n"
+    status, took = exchange(server, head + b'Content-Length: 200\r\n\r\n{"from": ')
+    assert status == 408
+    assert took < 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 5000 + b"]" * 5000, b'{"a":' * 2500 + b"1" + b"}" * 2500],
+    ids=["deep array", "deep object"],
+)
+def test_deeply_nested_json_is_422(server: str, body: bytes) -> None:
+    assert exchange(server, post(body))[0] == 422
+
+
+def test_a_huge_body_is_413(server: str) -> None:
+    assert exchange(server, post(b" " * 2_000_000))[0] == 413
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: smsq\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: smsq\r\n"
+        + b"".join(b"X-%d: a\r\n" % i for i in range(20_000))
+        + b"\r\n",
+    ],
+    ids=["one huge header", "twenty thousand headers"],
+)
+def test_huge_headers_are_refused(server: str, request_bytes: bytes) -> None:
+    assert exchange(server, request_bytes)[0] == 431
+
+
+def test_ten_thousand_query_parameters_are_refused(server: str) -> None:
+    query = "&".join(f"p{i}=1" for i in range(10_000))
+    status, _ = exchange(server, f"GET /messages?{query} HTTP/1.1\r\nHost: smsq\r\n\r\n".encode())
+    assert 400 <= status < 500
+
+
+def test_an_idempotency_key_cannot_be_reused_for_another_message(server: str) -> None:
+    key = f"abuse-{random_phone()}"
+    sent = {"from": random_phone(), "to": "+447911123456", "message": "first"}
+    with httpx.Client(base_url=server) as client:
+        first = client.post("/messages", json=sent, headers={"Idempotency-Key": key})
+        assert first.status_code == 201
+        for i in range(5):
+            other = {**sent, "message": f"attempt {i}"}
+            reuse = client.post("/messages", json=other, headers={"Idempotency-Key": key})
+            assert reuse.status_code == 422
+            assert reuse.headers["content-type"] == "application/problem+json"
+        replay = client.post(
+            "/messages",
+            content=json.dumps(sent),
+            headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+        )
+        assert replay.json()["id"] == first.json()["id"]
