@@ -184,7 +184,7 @@ class MessagesController(Controller):
         recipient: Annotated[str | None, QueryParameter(name="to", description="E.164")] = None,
         status: FromQuery[Status | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
     ) -> MessagePage:
         filters = {
             "from": phone_filter(sender, "from"),

@@ -127,3 +127,11 @@ async def test_get_by_id_reads_the_model_once_it_has_the_message(client: httpx.A
     assert {k: body[k] for k in ("id", "from", "to", "message", "received_at")} == {
         k: created[k] for k in ("id", "from", "to", "message", "received_at")
     }
+
+
+async def test_an_offset_past_everything_is_an_empty_page(client: httpx.AsyncClient) -> None:
+    last = await client.get(f"/messages?offset={2**63 - 1}")
+    assert last.status_code == 200
+    assert last.json()["items"] == []
+    assert last.json()["next"] is None
+    assert (await client.get(f"/messages?offset={2**63}")).status_code == 422
