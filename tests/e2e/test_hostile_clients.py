@@ -5,21 +5,11 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support.phones import random_phone
-from tests.support.servers import serving
-
-
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("hostile") / "serve.log"
-    env = {"SMSQ_DATABASE_URL": database_url, "SMSQ_LOG_LEVEL": "WARNING", "SMSQ_BODY_TIMEOUT": "1"}
-    with serving(env, log) as url:
-        yield url
 
 
 def exchange(url: str, request: bytes, wait: float = 20) -> tuple[int, float]:
@@ -42,9 +32,9 @@ def post(body: bytes, headers: bytes = b"") -> bytes:
     )
 
 
-def test_a_body_that_never_finishes_is_cut_off_with_408(server: str) -> None:
+def test_a_body_that_never_finishes_is_cut_off_with_408(served: str) -> None:
     head = b"POST /messages HTTP/1.1\r\nHost: smsq\r\nContent-Type: application/json\r\n"
-    status, took = exchange(server, head + b'Content-Length: 200\r\n\r\n{"from": ')
+    status, took = exchange(served, head + b'Content-Length: 200\r\n\r\n{"from": ')
     assert status == 408
     assert took < 5
 
@@ -54,12 +44,12 @@ def test_a_body_that_never_finishes_is_cut_off_with_408(server: str) -> None:
     [b"[" * 5000 + b"]" * 5000, b'{"a":' * 2500 + b"1" + b"}" * 2500],
     ids=["deep array", "deep object"],
 )
-def test_deeply_nested_json_is_422(server: str, body: bytes) -> None:
-    assert exchange(server, post(body))[0] == 422
+def test_deeply_nested_json_is_422(served: str, body: bytes) -> None:
+    assert exchange(served, post(body))[0] == 422
 
 
-def test_a_huge_body_is_413(server: str) -> None:
-    assert exchange(server, post(b" " * 2_000_000))[0] == 413
+def test_a_huge_body_is_413(served: str) -> None:
+    assert exchange(served, post(b" " * 2_000_000))[0] == 413
 
 
 @pytest.mark.parametrize(
@@ -72,20 +62,20 @@ def test_a_huge_body_is_413(server: str) -> None:
     ],
     ids=["one huge header", "twenty thousand headers"],
 )
-def test_huge_headers_are_refused(server: str, request_bytes: bytes) -> None:
-    assert exchange(server, request_bytes)[0] == 431
+def test_huge_headers_are_refused(served: str, request_bytes: bytes) -> None:
+    assert exchange(served, request_bytes)[0] == 431
 
 
-def test_ten_thousand_query_parameters_are_refused(server: str) -> None:
+def test_ten_thousand_query_parameters_are_refused(served: str) -> None:
     query = "&".join(f"p{i}=1" for i in range(10_000))
-    status, _ = exchange(server, f"GET /messages?{query} HTTP/1.1\r\nHost: smsq\r\n\r\n".encode())
+    status, _ = exchange(served, f"GET /messages?{query} HTTP/1.1\r\nHost: smsq\r\n\r\n".encode())
     assert 400 <= status < 500
 
 
-def test_an_idempotency_key_cannot_be_reused_for_another_message(server: str) -> None:
+def test_an_idempotency_key_cannot_be_reused_for_another_message(served: str) -> None:
     key = f"abuse-{random_phone()}"
     sent = {"from": random_phone(), "to": "+447911123456", "message": "first"}
-    with httpx.Client(base_url=server) as client:
+    with httpx.Client(base_url=served) as client:
         first = client.post("/messages", json=sent, headers={"Idempotency-Key": key})
         assert first.status_code == 201
         for i in range(5):
