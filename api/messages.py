@@ -15,13 +15,14 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from uuid_utils.compat import uuid7
 
+from api.context import actor_of, request_metadata
 from api.problems import Problem, invalid, problem, shape_errors
 from api.schemas import Message, MessagePage, SendSms
 from api.services import Services
 from commands.event_store import read_stream
 from commands.receive_sms import IdempotencyKey, KeyReused, ReceiveRequest, Replayed
 from domain.commands import ReceiveSms
-from domain.events import EventMetadata, SmsReceived, stream_of
+from domain.events import SmsReceived, stream_of
 from domain.message import Status, fold
 from domain.phone import PhoneNumber
 from domain.sms import Accepted, Duplicate, Quota, RateLimited
@@ -136,14 +137,10 @@ class MessagesController(Controller):
             digest = hashlib.sha256(
                 msgspec.json.encode([command.sender.e164, command.recipient.e164, command.text])
             ).digest()
-            key = IdempotencyKey("anonymous", idempotency_key, digest)
-        command_id = uuid7()
-        metadata = EventMetadata(
-            correlation_id=command_id,
-            causation_id=command_id,
-            request_id=request.headers.get("x-request-id"),
+            key = IdempotencyKey(actor_of(request), idempotency_key, digest)
+        outcome = await services.receive.submit(
+            ReceiveRequest(command, request_metadata(request), key)
         )
-        outcome = await services.receive.submit(ReceiveRequest(command, metadata, key))
 
         if isinstance(outcome, Accepted):
             message_id = outcome.event.message_id
