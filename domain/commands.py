@@ -12,6 +12,21 @@ from domain.phone import PhoneNumber
 MAX_TEXT = 160
 
 
+class Image(msgspec.Struct, frozen=True, kw_only=True):
+    """An image as judged from its bytes; the bytes themselves never enter the domain."""
+
+    sha256: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+
+
+class AttachMedia(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: UUID
+    images: tuple[Image, ...]
+
+
 class ReceiveSms(msgspec.Struct, frozen=True, kw_only=True):
     message_id: UUID
     sender: PhoneNumber
