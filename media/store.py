@@ -1,0 +1,95 @@
+"""The content-addressed file store: bytes kept under their sha256, written once.
+
+`MediaStore` is what the service needs of a store; `LocalStore` keeps the
+files in a directory (`ab/cd/<sha256>`), and an object store can take its
+place behind the same two methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import anyio.to_thread
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class MediaStore(Protocol):
+    async def put(self, sha256: str, data: bytes) -> None:
+        """Keep `data` under `sha256`, durably, before returning. Content already
+        kept under that hash is left as it is."""
+
+    async def get(self, sha256: str) -> bytes | None:
+        """The bytes kept under `sha256`, or None."""
+
+
+class LocalStore:
+    """Files under `root`: written to a temporary file in their final directory,
+    fsynced, then linked into place and the directory fsynced. A crash leaves at
+    worst an orphan file, never a partial one under a hash."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, sha256: str) -> Path:
+        if not SHA256.fullmatch(sha256):
+            raise ValueError(f"not a sha256 in hex: {sha256[:80]!r}")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    async def put(self, sha256: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._put, self.path_of(sha256), data)
+
+    async def get(self, sha256: str) -> bytes | None:
+        return await anyio.to_thread.run_sync(self._get, self.path_of(sha256))
+
+    def _put(self, path: Path, data: bytes) -> None:
+        if not path.exists():
+            _make_dirs(path.parent)
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".partial")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                # A link, not a rename: it fails rather than replace what a
+                # concurrent upload of the same bytes put there first.
+                with contextlib.suppress(FileExistsError):
+                    os.link(temporary, path)
+            finally:
+                os.unlink(temporary)
+        # Also when the file was there already: it may have been linked by a
+        # concurrent upload that has not yet made its name durable.
+        _fsync_dir(path.parent)
+
+    def _get(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents, each made durable in its parent."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_dir(created.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,74 @@
+"""Helpers for media tests: uploads over HTTP, and what they left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from tests.support.phones import random_phone
+
+Part = tuple[str, tuple[str | None, bytes, str]]
+
+
+def part(data: bytes, filename: str | None = "image", content_type: str = "image/png") -> Part:
+    return ("file", (filename, data, content_type))
+
+
+async def new_message(client: httpx.AsyncClient) -> str:
+    body = {"from": random_phone(), "to": "+447911123456", "message": "Look at this"}
+    response = await client.post("/messages", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def upload(client: httpx.AsyncClient, message_id: str, *parts: Part) -> httpx.Response:
+    return await client.post(f"/messages/{message_id}/media", files=list(parts))
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Every file under the store's root, temporary ones included."""
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def scalar(pool: AsyncConnectionPool, query: str, *params: Any) -> Any:
+    async with pool.connection() as conn:
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def media_events(pool: AsyncConnectionPool, message_id: str) -> int:
+    return int(
+        await scalar(
+            pool,
+            "SELECT count(*) FROM events WHERE stream_id = %s AND type = 'MediaAttached'",
+            f"sms-{message_id}",
+        )
+    )
+
+
+async def blob_rows(pool: AsyncConnectionPool, sha256: str) -> int:
+    return int(await scalar(pool, "SELECT count(*) FROM media_blobs WHERE sha256 = %s", sha256))
+
+
+async def link_rows(pool: AsyncConnectionPool, message_id: str) -> int:
+    return int(
+        await scalar(
+            pool, "SELECT count(*) FROM message_media WHERE message_id = %s", UUID(message_id)
+        )
+    )
+
+
+async def eventually(check: Any, within: float = 10.0) -> None:
+    """Poll an async predicate until it holds, or fail at the deadline."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
