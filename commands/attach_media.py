@@ -1,0 +1,79 @@
+"""AttachMedia: link images, whose bytes are already safe in the store, to a message.
+
+One transaction per attempt: the message's stream lock, its events and the
+database clock, the pure decision, then `media_blobs` and the `MediaAttached`
+events. The lock queues uploads to one message behind each other; the
+expected version still guards against the processing stage, which appends to
+the same stream without taking it, and a conflict with it is decided again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from commands.event_store import Append, ConcurrencyConflict, append, read_stream
+from domain.commands import AttachMedia
+from domain.events import EventMetadata, MediaAttached, stream_of
+from domain.media import Attached, decide_attach
+from domain.message import fold
+
+ATTEMPTS = 5
+
+# Its own seed, so a stream's lock never shares a key with a sender's by design.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 4273))"
+
+_CLOCK = "SELECT clock_timestamp()"
+
+# One row per sha256 however many messages share the bytes. Rows go in hash
+# order, so two uploads inserting overlapping sets wait on each other in the
+# same order and never deadlock.
+_BLOBS = """
+INSERT INTO media_blobs (sha256, content_type, size, width, height)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::int[]) ORDER BY 1
+ON CONFLICT (sha256) DO NOTHING
+"""
+
+
+async def attach_media(
+    conn: psycopg.AsyncConnection[Any], command: AttachMedia, metadata: EventMetadata
+) -> Attached:
+    """Raises `UnknownMessage`; `conn` must be in autocommit mode (each attempt commits)."""
+    attempt = 1
+    while True:
+        try:
+            return await _attempt(conn, command, metadata)
+        except ConcurrencyConflict:
+            if attempt >= ATTEMPTS:
+                raise
+            attempt += 1
+
+
+async def _attempt(
+    conn: psycopg.AsyncConnection[Any], command: AttachMedia, metadata: EventMetadata
+) -> Attached:
+    stream = stream_of(command.message_id)
+    async with conn.transaction():
+        await conn.execute(_LOCK, (stream,))
+        recorded = await read_stream(conn, stream)
+        cur = await conn.execute(_CLOCK)
+        row = await cur.fetchone()
+        assert row is not None
+        state = fold(r.decode() for r in recorded)
+        decision = decide_attach(command, state, row[0])
+        if decision.new:
+            assert state is not None
+            await conn.execute(_BLOBS, _columns(decision.new))
+            await append(conn, [Append(stream, state.version, decision.new, metadata)])
+    return decision
+
+
+def _columns(events: tuple[MediaAttached, ...]) -> tuple[list[Any], ...]:
+    return (
+        [e.sha256 for e in events],
+        [e.content_type for e in events],
+        [e.size for e in events],
+        [e.width for e in events],
+        [e.height for e in events],
+    )

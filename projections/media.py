@@ -1,0 +1,136 @@
+"""The media read model (`message_media`, `media_blobs`): its fold and its queries.
+
+Like the messages fold, one set-based statement over a range of the log
+serves both the live projector and replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from domain.events import stream_of
+from projections.log import IN_RANGE, Checkpoint, range_params
+
+NAME = "media"
+LINKS = "message_media"
+BLOBS = "media_blobs"
+
+# The attach command has usually written the blob row already; folding it
+# again changes nothing, and is what lets a replay rebuild the table.
+_FOLD = """
+WITH attached AS (
+    SELECT (data->>'message_id')::uuid AS message_id, version, data->>'sha256' AS sha256,
+           data->>'content_type' AS content_type, (data->>'size')::int AS size,
+           (data->>'width')::int AS width, (data->>'height')::int AS height,
+           (data->>'attached_at')::timestamptz AS attached_at, tx_id, position
+    FROM events
+    WHERE {in_range} AND type = 'MediaAttached'
+),
+blobs AS (
+    INSERT INTO {blobs} (sha256, content_type, size, width, height)
+    SELECT DISTINCT ON (sha256) sha256, content_type, size, width, height
+    FROM attached ORDER BY sha256, tx_id, position
+    ON CONFLICT (sha256) DO NOTHING
+)
+INSERT INTO {links} (message_id, stream_version, sha256, attached_at)
+SELECT message_id, version, sha256, attached_at FROM attached
+"""
+
+
+async def fold_range(
+    conn: psycopg.AsyncConnection[Any],
+    tables: Mapping[str, str],
+    lo: Checkpoint,
+    hi: Checkpoint,
+) -> None:
+    statement = sql.SQL(_FOLD).format(
+        in_range=sql.SQL(IN_RANGE),
+        blobs=sql.Identifier(tables[BLOBS]),
+        links=sql.Identifier(tables[LINKS]),
+    )
+    await conn.execute(statement, range_params(lo, hi))
+
+
+class MediaProjector:
+    name = NAME
+    tables = (LINKS, BLOBS)
+
+    async def apply(
+        self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
+    ) -> None:
+        await fold_range(conn, {LINKS: LINKS, BLOBS: BLOBS}, lo, hi)
+
+    async def rebuild(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tables: Mapping[str, str],
+        lo: Checkpoint,
+        hi: Checkpoint,
+    ) -> None:
+        await fold_range(conn, tables, lo, hi)
+
+
+class Blob(msgspec.Struct, frozen=True, kw_only=True):
+    sha256: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+
+
+class MediaRow(msgspec.Struct, frozen=True, kw_only=True):
+    sha256: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    attached_at: datetime
+
+
+# The stream's last event, and whether this projector has folded it: every
+# event of the stream up to there is then in the model. No row: no stream.
+_FOLDED = """
+SELECT coalesce((e.tx_id, e.position) <= (c.tx_id, c.position), false)
+FROM events AS e LEFT JOIN projection_checkpoints AS c ON c.name = %s
+WHERE e.stream_id = %s
+ORDER BY e.version DESC
+LIMIT 1
+"""
+
+_MEDIA = """
+SELECT b.sha256, b.content_type, b.size, b.width, b.height, m.attached_at
+FROM message_media AS m JOIN media_blobs AS b USING (sha256)
+WHERE m.message_id = %s
+ORDER BY m.stream_version
+"""
+
+
+async def media_of(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> list[MediaRow] | None:
+    """A message's images in attach order; None when the model cannot tell
+    (no such message, or the model has not folded its stream's latest events)."""
+    cur = await conn.execute(_FOLDED, (NAME, stream_of(message_id)))
+    folded = await cur.fetchone()
+    if folded is None or not folded[0]:
+        return None
+    cur = await conn.execute(_MEDIA, (message_id,))
+    fields = ("sha256", "content_type", "size", "width", "height", "attached_at")
+    return [MediaRow(**dict(zip(fields, row, strict=True))) for row in await cur.fetchall()]
+
+
+async def get_blob(conn: psycopg.AsyncConnection[Any], sha256: str) -> Blob | None:
+    cur = await conn.execute(
+        "SELECT sha256, content_type, size, width, height FROM media_blobs WHERE sha256 = %s",
+        (sha256,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    sha, content_type, size, width, height = row
+    return Blob(sha256=sha, content_type=content_type, size=size, width=width, height=height)
