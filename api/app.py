@@ -6,7 +6,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from litestar import Litestar
+from anyio import CapacityLimiter
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -14,15 +15,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.health import healthz, readyz
 from api.lifecycle import background
+from api.media import MessageMediaController, media_file
 from api.messages import MessagesController
 from api.problems import exception_handlers
 from api.services import Services, provide_services
 from api.settings import Settings, load_settings
+from api.uploads import request_limit
 from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
 from commands.receive_sms import receive_batch
+from media.store import LocalStore
 
 log = logging.getLogger(__name__)
+
+# Images decoded at once per process: each decode may hold 40 megapixels at 4 bytes each.
+DECODERS = 2
 
 
 def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool:
@@ -64,7 +71,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 concurrency=settings.batch_concurrency,
                 on_commit=notifier.poke,
             )
-            app.state.services = Services(settings=settings, pool=pool, receive=receive)
+            app.state.services = Services(
+                settings=settings,
+                pool=pool,
+                receive=receive,
+                store=LocalStore(settings.data_dir / "media"),
+                decoders=CapacityLimiter(DECODERS),
+            )
             if settings.run_projectors:
                 await stack.enter_async_context(background(url, pool))
             try:
@@ -74,8 +87,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await receive.drain()
                 await notifier.close()
 
+    # Uploads get a body limit of their own; every other route keeps the JSON one.
+    media = Router(
+        "/",
+        route_handlers=[MessageMediaController, media_file],
+        request_max_body_size=request_limit(settings.max_media_bytes),
+    )
     return Litestar(
-        route_handlers=[MessagesController, healthz, readyz],
+        route_handlers=[MessagesController, media, healthz, readyz],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

@@ -14,7 +14,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
 from commands.group_commit import Unavailable
-from domain.errors import InvalidCommand, InvalidField
+from domain.errors import InvalidCommand, InvalidField, UnknownMessage
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -55,6 +55,16 @@ def problem(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+class Refusal(Exception):
+    """A request refused with a problem of its own status, type and detail."""
+
+    def __init__(self, status: int, detail: str, *, slug: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.slug = slug
 
 
 def invalid(errors: list[FieldError]) -> Response[Problem]:
@@ -105,6 +115,14 @@ def _invalid_field(_: Request[Any, Any, Any], exc: InvalidField) -> Response[Pro
     return invalid([FieldError(exc.field, exc.message)])
 
 
+def _refusal(_: Request[Any, Any, Any], exc: Refusal) -> Response[Problem]:
+    return problem(exc.status, exc.detail, slug=exc.slug)
+
+
+def _unknown_message(_: Request[Any, Any, Any], exc: UnknownMessage) -> Response[Problem]:
+    return problem(404, str(exc))
+
+
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     detail = (
@@ -132,6 +150,8 @@ exception_handlers: ExceptionHandlersMap = {
     ValidationException: _validation,
     InvalidCommand: _invalid_command,
     InvalidField: _invalid_field,
+    UnknownMessage: _unknown_message,
+    Refusal: _refusal,
     HTTPException: _http,
     Unavailable: _unavailable,
     PoolTimeout: _unavailable,

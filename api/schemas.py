@@ -7,8 +7,9 @@ from uuid import UUID
 
 import msgspec
 
-from domain.events import SmsReceived
+from domain.events import MediaAttached, SmsReceived
 from domain.message import MessageState
+from projections.media import MediaRow
 from projections.messages import MessageRow
 
 
@@ -79,6 +80,32 @@ class MessagePage(msgspec.Struct):
     limit: int
     offset: int
     next: str | None
+
+
+class Media(msgspec.Struct, kw_only=True):
+    sha256: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    url: str
+    attached_at: str
+
+    @staticmethod
+    def attached(source: MediaAttached | MediaRow) -> Media:
+        return Media(
+            sha256=source.sha256,
+            content_type=source.content_type,
+            size=source.size,
+            width=source.width,
+            height=source.height,
+            url=f"/media/{source.sha256}",
+            attached_at=rfc3339(source.attached_at),
+        )
+
+
+class MediaList(msgspec.Struct):
+    items: list[Media]
 
 
 def rfc3339(moment: datetime) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from anyio import CapacityLimiter
 from litestar.datastructures import State
 from psycopg_pool import AsyncConnectionPool
 
 from api.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
+from media.store import MediaStore
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class Services:
     settings: Settings
     pool: AsyncConnectionPool[Any]
     receive: GroupCommitter[ReceiveRequest, Outcome]
+    store: MediaStore
+    decoders: CapacityLimiter
 
 
 def provide_services(state: State) -> Services:

@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: Annotated[
         int, Positive, Meta(description="largest JSON request body accepted, in bytes")
     ] = 16384
+    max_media_bytes: Annotated[
+        int, Positive, Meta(description="largest image accepted per file, in bytes")
+    ] = 5 * 1024 * 1024
     run_projectors: Annotated[
         bool, Meta(description="whether `smsq serve` also runs projectors and processing")
     ] = True

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,8 +34,9 @@ def database_url(databases: Databases) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, run_projectors=True)
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    # Media files go to the test's own directory, never the user's data.
+    return Settings(database_url=database_url, run_projectors=True, data_dir=tmp_path / "data")
 
 
 @pytest.fixture

@@ -10,7 +10,13 @@ from tests.support.servers import serving
 @pytest.fixture(scope="module")
 def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `smsq serve` (granian, HTTP on a socket) on this module's database."""
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {"SMSQ_DATABASE_URL": database_url, "SMSQ_LOG_LEVEL": "WARNING", "SMSQ_BODY_TIMEOUT": "1"}
+    workdir = tmp_path_factory.mktemp("serve")
+    env = {
+        "SMSQ_DATABASE_URL": database_url,
+        "SMSQ_DATA_DIR": str(workdir / "data"),
+        "SMSQ_LOG_LEVEL": "WARNING",
+        "SMSQ_BODY_TIMEOUT": "1",
+    }
+    log = workdir / "serve.log"
     with serving(env, log) as url:
         yield url

@@ -89,3 +89,24 @@ def test_an_idempotency_key_cannot_be_reused_for_another_message(served: str) ->
             headers={"Idempotency-Key": key, "Content-Type": "application/json"},
         )
         assert replay.json()["id"] == first.json()["id"]
+
+
+def upload_head(served: str, length: int) -> bytes:
+    sent = {"from": random_phone(), "to": "+447911123456", "message": "with a picture"}
+    message_id = httpx.post(f"{served}/messages", json=sent).json()["id"]
+    return (
+        f"POST /messages/{message_id}/media HTTP/1.1\r\nHost: smsq\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_an_upload_that_never_finishes_is_cut_off_with_408(served: str) -> None:
+    part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n\x89PNG'
+    status, took = exchange(served, upload_head(served, 100_000) + part)
+    assert status == 408
+    assert took < 5
+
+
+def test_an_upload_declaring_a_huge_body_is_413_at_once(served: str) -> None:
+    assert exchange(served, upload_head(served, 10**10))[0] == 413

@@ -17,6 +17,7 @@ def test_values_are_read_from_smsq_variables_and_converted() -> None:
             "SMSQ_DATA_DIR": "/srv/smsq",
             "SMSQ_RUN_PROJECTORS": "false",
             "SMSQ_LOG_LEVEL": "debug",
+            "SMSQ_MAX_MEDIA_BYTES": "1048576",
             "OTHER": "x",
         }
     )
@@ -24,6 +25,7 @@ def test_values_are_read_from_smsq_variables_and_converted() -> None:
     assert settings.data_dir == Path("/srv/smsq")
     assert settings.run_projectors is False
     assert settings.log_level == "DEBUG"
+    assert settings.max_media_bytes == 1048576
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,7 @@ def test_values_are_read_from_smsq_variables_and_converted() -> None:
         ({"SMSQ_PORT": "70000"}, "SMSQ_PORT: Expected `int` <= 65535"),
         ({"SMSQ_WORKERS": "0"}, "SMSQ_WORKERS: Expected `int` >= 1"),
         ({"SMSQ_LOG_LEVEL": "loud"}, "SMSQ_LOG_LEVEL"),
+        ({"SMSQ_MAX_MEDIA_BYTES": "0"}, "SMSQ_MAX_MEDIA_BYTES: Expected `int` >= 1"),
     ],
 )
 def test_a_bad_value_names_the_variable(env: dict[str, str], message: str) -> None:

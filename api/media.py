@@ -1,0 +1,184 @@
+"""POST and GET /messages/{id}/media, and GET /media/{sha256}."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.params import FromPath, HeaderParameter, Parameter
+
+from api.context import request_metadata
+from api.messages import load_message
+from api.problems import Refusal
+from api.schemas import Media, MediaList
+from api.services import Services
+from api.uploads import FIELD, Upload, read_uploads
+from commands.attach_media import attach_media
+from commands.event_store import read_stream
+from domain.commands import AttachMedia, Image
+from domain.events import stream_of
+from domain.message import fold
+from media.probe import ALLOWED, NotAnImage, TooManyPixels, examine
+from projections.media import get_blob, media_of
+
+log = logging.getLogger(__name__)
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass
+class UploadOperation(Operation):
+    """The body is read as it streams (api/uploads.py), so it is described here."""
+
+    def __post_init__(self) -> None:
+        files = Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
+            min_items=1,
+        )
+        form = Schema(type=OpenAPIType.OBJECT, properties={FIELD: files}, required=[FIELD])
+        self.request_body = RequestBody(
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)},
+            required=True,
+            description=f"One or more `{FIELD}` parts, each a {ALLOWED} image.",
+        )
+
+
+class MessageMediaController(Controller):
+    path = "/messages/{message_id:uuid}/media"
+    tags = ("media",)
+
+    @post(
+        "/",
+        status_code=201,
+        opt={"scope": "write"},
+        operation_class=UploadOperation,
+        summary="Attach images to a message",
+        description="201 when something new was attached; 200 when all of it was already.",
+        responses={200: ResponseSpec(MediaList, description="Every image was attached already")},
+    )
+    async def attach(
+        self,
+        message_id: FromPath[UUID],
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+    ) -> Response[MediaList]:
+        # Before the body is read: an unknown message costs no upload.
+        if await load_message(services, message_id) is None:
+            raise NotFoundException(f"no message {message_id}")
+        limit = services.settings.body_timeout
+        try:
+            # A client that stops sending mid-body must not hold a request forever.
+            async with asyncio.timeout(limit):
+                uploads = await read_uploads(request, max_bytes=services.settings.max_media_bytes)
+        except TimeoutError:
+            detail = f"the body did not arrive within {limit} s"
+            raise Refusal(408, detail, slug="timeout") from None
+        images = [
+            await anyio.to_thread.run_sync(_examine, upload, limiter=services.decoders)
+            for upload in uploads
+        ]
+        kept = set()
+        for image, upload in zip(images, uploads, strict=True):
+            if image.sha256 not in kept:
+                await services.store.put(image.sha256, upload.data)
+                kept.add(image.sha256)
+        # Only now that the bytes are safe: the row and the event.
+        async with services.pool.connection() as conn:
+            outcome = await attach_media(
+                conn,
+                AttachMedia(message_id=message_id, images=tuple(images)),
+                request_metadata(request),
+            )
+        return Response(
+            MediaList([Media.attached(m) for m in outcome.media]),
+            status_code=201 if outcome.new else 200,
+            headers={"Location": f"/messages/{message_id}/media"},
+        )
+
+    @get("/", opt={"scope": "read"}, summary="A message's images, in attach order")
+    async def list_media(
+        self, message_id: FromPath[UUID], services: NamedDependency[Services]
+    ) -> MediaList:
+        async with services.pool.connection() as conn:
+            rows = await media_of(conn, message_id)
+            if rows is not None:
+                return MediaList([Media.attached(r) for r in rows])
+            # The model has not caught up (or there is no such message): the
+            # stream answers, so an image is listed the moment its 201 is sent.
+            recorded = await read_stream(conn, stream_of(message_id))
+        state = fold(r.decode() for r in recorded)
+        if state is None:
+            raise NotFoundException(f"no message {message_id}")
+        return MediaList([Media.attached(m) for m in state.media])
+
+
+def _examine(upload: Upload) -> Image:
+    try:
+        return examine(upload.data)
+    except NotAnImage as error:
+        raise Refusal(415, f"{upload.label} {error}", slug="unsupported-image") from None
+    except TooManyPixels as error:
+        raise Refusal(413, f"{upload.label} {error}", slug="too-many-pixels") from None
+
+
+Sha256 = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$", description="lowercase hex")]
+
+
+@get(
+    "/media/{sha256:str}",
+    opt={"scope": "read"},
+    tags=["media"],
+    summary="An image's bytes",
+    media_type="application/octet-stream",
+)
+async def media_file(
+    sha256: FromPath[Sha256],
+    services: NamedDependency[Services],
+    if_none_match: Annotated[
+        str | None, HeaderParameter(name="If-None-Match", required=False)
+    ] = None,
+) -> Response[bytes]:
+    async with services.pool.connection() as conn:
+        blob = await get_blob(conn, sha256)
+    if blob is None:
+        raise NotFoundException(f"no media {sha256}")
+    etag = f'"{sha256}"'
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(b"", status_code=304, headers=headers)
+    data = await services.store.get(sha256)
+    if data is None:
+        log.error("media %s is recorded but its file is missing from the store", sha256)
+        raise NotFoundException(f"the bytes of media {sha256} are missing from the store")
+    return Response(
+        data,
+        media_type=blob.content_type,
+        headers=headers
+        | {
+            "X-Content-Type-Options": "nosniff",
+            # Should anything ever render it as a document, it can run nothing.
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags

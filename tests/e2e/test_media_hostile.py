@@ -1,0 +1,216 @@
+"""Hostile uploads: each refused with the right status, and nothing left behind.
+
+"Nothing" is checked where it would be: the store's directory (temporary
+files included), `media_blobs`, `message_media` and the message's stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+from psycopg_pool import AsyncConnectionPool
+
+from api.app import create_app
+from api.settings import Settings
+from tests.support import images
+from tests.support.asgi import running
+from tests.support.media import (
+    Part,
+    blob_rows,
+    link_rows,
+    media_events,
+    new_message,
+    part,
+    stored_files,
+    upload,
+)
+
+# An image larger than the default 5 MiB limit: noise does not compress.
+OVERSIZE = images.png(size=(1400, 1400))
+assert len(OVERSIZE) > 5 * 1024 * 1024
+
+HOSTILE: dict[str, tuple[Part, int]] = {
+    "text named .png": (part(images.TEXT, "photo.png", "image/png"), 415),
+    "pdf": (part(images.PDF, "scan.pdf", "application/pdf"), 415),
+    "svg with a script": (part(images.SVG, "logo.svg", "image/svg+xml"), 415),
+    "html": (part(images.HTML, "page.png", "image/png"), 415),
+    "zip": (part(images.zip_file(), "archive.png", "image/png"), 415),
+    "empty file": (part(b"", "empty.png"), 415),
+    "truncated png": (part(images.png(seed=20)[:-120], "cut.png"), 415),
+    "truncated jpeg": (part(images.jpeg(seed=20, size=(256, 256))[:-300], "cut.jpg"), 415),
+    "png + zip appended": (part(images.png(seed=21) + images.zip_file(), "poly.png"), 415),
+    "jpeg + zip appended": (part(images.jpeg(seed=21) + images.zip_file(), "poly.jpg"), 415),
+    "gif + html appended": (part(images.gif(seed=21) + images.HTML, "poly.gif"), 415),
+    "webp + zip appended": (part(images.webp(seed=21) + images.zip_file(), "poly.webp"), 415),
+    "html + png prepended": (part(images.HTML + images.png(seed=21), "poly.html"), 415),
+    "bmp": (part(images.encode(images.picture(), "BMP"), "old.bmp", "image/bmp"), 415),
+    "tiff": (part(images.encode(images.picture(), "TIFF"), "scan.tiff", "image/tiff"), 415),
+    "png declaring 20000x20000": (part(images.forged_png(20000, 20000), "bomb.png"), 413),
+    "png declaring 8000x6000": (part(images.forged_png(8000, 6000), "big.png"), 413),
+    "gif declaring 65535x65535": (part(images.forged_gif(65535, 65535), "bomb.gif"), 413),
+    "over 5 MiB": (part(OVERSIZE, "huge.png"), 413),
+    "text named ../../x.png": (part(images.TEXT, "../../x.png"), 415),
+}
+
+
+@pytest.fixture
+def store(settings: Settings) -> Path:
+    return settings.data_dir / "media"
+
+
+async def assert_nothing_left(
+    pool: AsyncConnectionPool, store: Path, message_id: str, *uploaded: bytes
+) -> None:
+    assert stored_files(store) == []
+    for data in uploaded:
+        assert await blob_rows(pool, hashlib.sha256(data).hexdigest()) == 0
+    assert await media_events(pool, message_id) == 0
+    assert await link_rows(pool, message_id) == 0
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+async def test_a_hostile_file_is_refused_and_leaves_nothing(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path, case: str
+) -> None:
+    (_, (filename, data, _)), status = HOSTILE[case]
+    message_id = await new_message(client)
+
+    response = await upload(client, message_id, HOSTILE[case][0])
+
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert f'file 1 ("{filename}")' in problem["detail"]  # the problem names the file
+    assert (await client.get(f"/messages/{message_id}/media")).json() == {"items": []}
+    await assert_nothing_left(pool, store, message_id, data)
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+async def test_a_bomb_between_pillows_limits_is_refused_when_its_warning_is_an_error(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+) -> None:
+    # 100 MP: Pillow warns rather than fails; run as an error, the warning is caught too.
+    message_id = await new_message(client)
+    response = await upload(client, message_id, part(images.forged_png(10000, 10000)))
+    assert response.status_code == 413
+    await assert_nothing_left(pool, store, message_id)
+
+
+async def test_one_bad_file_refuses_the_whole_request(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+) -> None:
+    good = images.png(seed=22)
+    message_id = await new_message(client)
+    response = await upload(client, message_id, part(good, "ok.png"), part(images.PDF, "b.pdf"))
+    assert response.status_code == 415
+    assert 'file 2 ("b.pdf")' in response.json()["detail"]
+    await assert_nothing_left(pool, store, message_id, good)
+
+
+async def test_a_name_with_dot_dots_is_only_a_label(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, settings: Settings
+) -> None:
+    # The name never reaches the file system (files are named by their hash),
+    # and the bytes are judged alone: a real image is accepted where its hash says.
+    data = images.png(seed=23)
+    message_id = await new_message(client)
+    response = await upload(client, message_id, part(data, "../../../../escape.png"))
+    assert response.status_code == 201
+    digest = hashlib.sha256(data).hexdigest()
+    everything = sorted(p for p in settings.data_dir.parent.rglob("*") if p.is_file())
+    assert everything == [settings.data_dir / "media" / digest[:2] / digest[2:4] / digest]
+    assert await blob_rows(pool, digest) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"file": "x"}', "application/json", 415),
+        (b"file=x", "application/x-www-form-urlencoded", 415),
+        (b"--b\r\nnot a multipart body", "multipart/form-data; boundary=b", 422),
+        (b"", "multipart/form-data; boundary=b", 422),
+        (b"--b--\r\n", "multipart/form-data", 422),  # no boundary
+    ],
+)
+async def test_a_body_that_is_not_a_form_is_refused(
+    client: httpx.AsyncClient, store: Path, body: bytes, content_type: str, status: int
+) -> None:
+    message_id = await new_message(client)
+    response = await client.post(
+        f"/messages/{message_id}/media", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert stored_files(store) == []
+
+
+async def test_a_form_without_a_file_part_is_422(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+) -> None:
+    message_id = await new_message(client)
+    response = await client.post(
+        f"/messages/{message_id}/media",
+        files=[("picture", ("a.png", images.png(seed=24), "image/png"))],
+        data={"note": "hello"},
+    )
+    assert response.status_code == 422
+    assert "'file'" in response.json()["detail"]
+    await assert_nothing_left(pool, store, message_id)
+
+
+async def test_more_than_ten_files_is_413(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+) -> None:
+    message_id = await new_message(client)
+    parts = [part(images.png(seed=100 + i)) for i in range(11)]
+    response = await upload(client, message_id, *parts)
+    assert response.status_code == 413
+    await assert_nothing_left(pool, store, message_id)
+
+
+async def test_a_body_beyond_the_upload_limit_is_413_before_it_is_read(
+    client: httpx.AsyncClient, store: Path
+) -> None:
+    message_id = await new_message(client)
+    response = await client.post(
+        f"/messages/{message_id}/media",
+        content=b"x" * 1024,
+        headers={
+            "Content-Type": "multipart/form-data; boundary=b",
+            "Content-Length": str(10**9),
+        },
+    )
+    assert response.status_code == 413
+    assert stored_files(store) == []
+
+
+@pytest.fixture
+async def small_limit_client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path / "small", max_media_bytes=4096
+    )
+    app: Litestar = create_app(settings)
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as c:
+            yield c
+
+
+async def test_the_size_limit_is_configurable(
+    small_limit_client: httpx.AsyncClient, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    small, large = images.png(seed=25, size=(8, 8)), images.png(seed=26, size=(64, 64))
+    assert len(small) <= 4096 < len(large)
+    message_id = await new_message(small_limit_client)
+    refused = await upload(small_limit_client, message_id, part(large, "large.png"))
+    assert refused.status_code == 413
+    assert refused.json()["detail"] == 'file 1 ("large.png") is larger than 4,096 bytes'
+    await assert_nothing_left(pool, tmp_path / "small" / "media", message_id, large)
+    accepted = await upload(small_limit_client, message_id, part(small))
+    assert accepted.status_code == 201
