@@ -107,7 +107,12 @@ def sample(db: str, pid: int) -> tuple[float, int, int]:
 async def soak(minutes: float, rate: float, every: float) -> int:
     with tempfile.TemporaryDirectory() as tmp, embedded_server(Path(tmp)) as db:
         port = free_port()
-        env = {"SMSQ_DATABASE_URL": db, "SMSQ_PORT": str(port), "SMSQ_LOG_LEVEL": "WARNING"}
+        env = {
+            "SMSQ_DATABASE_URL": db,
+            "SMSQ_DATA_DIR": str(Path(tmp) / "data"),  # uploaded images stay in the temporary dir
+            "SMSQ_PORT": str(port),
+            "SMSQ_LOG_LEVEL": "WARNING",
+        }
         log = Path(tmp) / "serve.log"
         with smsq_process(["serve"], env, log) as server:
             url = f"http://127.0.0.1:{port}"

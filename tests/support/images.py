@@ -60,13 +60,15 @@ def mpo(seed: int = 0) -> bytes:
 
 
 def jpeg_of_bytes(target: int, seed: int = 0) -> bytes:
-    """A JPEG of about `target` bytes (within a few per cent)."""
-    side = 64
-    while True:
-        data = jpeg(seed, (side, side), quality=90)
-        if len(data) >= target:
-            return data
-        side = int(side * max(1.05, (target / len(data)) ** 0.5))
+    """A square JPEG of noise of about `target` bytes (the side is searched for)."""
+    low, high = 8, 4096
+    while low < high:
+        side = (low + high) // 2
+        if len(jpeg(seed, (side, side), quality=90)) < target:
+            low = side + 1
+        else:
+            high = side
+    return jpeg(seed, (low, low), quality=90)
 
 
 def forged_png(width: int, height: int) -> bytes:
