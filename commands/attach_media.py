@@ -2,9 +2,9 @@
 
 One transaction per attempt: the message's stream lock, its events and the
 database clock, the pure decision, then `media_blobs` and the `MediaAttached`
-events. The lock queues uploads to one message behind each other; the
-expected version still guards against the processing stage, which appends to
-the same stream without taking it, and a conflict with it is decided again.
+events. The lock queues writers to one message behind each other; the
+expected version still guards the append, and a conflict (a writer that did
+not take the lock) is decided again.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from typing import Any
 
 import psycopg
 
-from commands.event_store import Append, ConcurrencyConflict, append, read_stream
+from commands.event_store import (
+    Append,
+    ConcurrencyConflict,
+    append,
+    lock_streams,
+    read_stream,
+)
 from domain.commands import AttachMedia
 from domain.events import EventMetadata, MediaAttached, stream_of
 from domain.media import Attached, decide_attach
 from domain.message import fold
 
 ATTEMPTS = 5
-
-# Its own seed, so a stream's lock never shares a key with a sender's by design.
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 4273))"
 
 _CLOCK = "SELECT clock_timestamp()"
 
@@ -55,7 +58,7 @@ async def _attempt(
 ) -> Attached:
     stream = stream_of(command.message_id)
     async with conn.transaction():
-        await conn.execute(_LOCK, (stream,))
+        await lock_streams(conn, [stream])
         recorded = await read_stream(conn, stream)
         cur = await conn.execute(_CLOCK)
         row = await cur.fetchone()

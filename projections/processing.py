@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from commands.event_store import Append, append, read_streams
+from commands.event_store import Append, append, lock_streams, read_streams
 from commands.notify import CHANNEL
 from domain.events import EventMetadata, SmsReceived, stream_of
 from domain.message import fold
@@ -35,6 +35,9 @@ class ProcessingStage:
         received = await read_range(conn, lo, hi, (SmsReceived.TYPE,))
         if not received:
             return
+        # An upload attaching to one of these messages meanwhile would make
+        # the append conflict and the whole batch wait to be tried again.
+        await lock_streams(conn, [r.stream_id for r in received])
         streams = await read_streams(conn, [r.stream_id for r in received])
         cur = await conn.execute("SELECT clock_timestamp()")
         row = await cur.fetchone()

@@ -10,10 +10,12 @@ from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
 from commands.attach_media import attach_media
-from commands.event_store import Append, append, read_stream
+from commands.event_store import Append, append, lock_streams, read_stream
 from domain.commands import AttachMedia, Image
 from domain.errors import UnknownMessage
-from domain.events import EventMetadata, SmsProcessed, SmsReceived, stream_of
+from domain.events import EventMetadata, MediaAttached, SmsProcessed, SmsReceived, stream_of
+from projections.processing import ProcessingStage
+from projections.runner import catch_up
 from tests.support.media import blob_rows, eventually, scalar
 from tests.support.phones import random_phone
 
@@ -116,6 +118,36 @@ async def test_an_append_by_another_writer_meanwhile_is_decided_again(
         (1, "SmsReceived"),
         (2, "SmsProcessed"),
         (3, "MediaAttached"),
+    ]
+
+
+async def test_the_processing_stage_waits_for_an_upload_instead_of_conflicting(
+    pool: AsyncConnectionPool,
+) -> None:
+    message = await a_message(pool)
+    stream = stream_of(message.message_id)
+    attached = MediaAttached(
+        message_id=message.message_id,
+        sha256=unique_image().sha256,
+        content_type="image/png",
+        size=10,
+        width=4,
+        height=3,
+        attached_at=datetime.now(UTC),
+    )
+    async with pool.connection() as upload, pool.connection() as stage:
+        async with upload.transaction():
+            # An upload holds the stream and has appended version 2, uncommitted.
+            await lock_streams(upload, [stream])
+            await append(upload, [Append(stream, 1, [attached], meta())])
+            processing = asyncio.create_task(catch_up(stage, ProcessingStage()))
+            await eventually(lambda: waiting_on_a_lock(pool))
+            assert not processing.done()
+        await processing  # no ConcurrencyConflict: it read the stream after the upload
+    assert await versions(pool, message) == [
+        (1, "SmsReceived"),
+        (2, "MediaAttached"),
+        (3, "SmsProcessed"),
     ]
 
 
