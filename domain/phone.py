@@ -54,4 +54,9 @@ def _parse(raw: str, field: str) -> PhoneNumber:
         raise InvalidField(
             field, f"{raw} is not a valid number for country code {number.country_code}: {why}"
         )
+    canonical = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if canonical != raw:
+        # libphonenumber reads past a national prefix after the country code
+        # ("+1 1 500…"); the number is valid, but this is not its E.164 form.
+        raise InvalidField(field, f"{raw} is not in E.164 form; that is {canonical}")
     return PhoneNumber(e164=raw, region=phonenumbers.region_code_for_number(number))

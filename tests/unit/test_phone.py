@@ -26,6 +26,7 @@ def test_valid_numbers_parse_to_their_e164_form_and_region(raw: str, region: str
         ("+1202555012345", "is not a valid number for country code 1: too long"),
         ("+15555555555", "is not a valid number for country code 1"),
         ("+99912345678", "has an unknown country code"),
+        ("+115002000000", "is not in E.164 form; that is +15002000000"),
     ],
 )
 def test_numbers_libphonenumber_refuses_say_why(raw: str, why: str) -> None:
