@@ -11,8 +11,10 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from api.app import create_app
 from api.settings import Settings
 from tests.support import images
+from tests.support.asgi import running
 from tests.support.media import (
     blob_rows,
     eventually,
@@ -196,3 +198,22 @@ async def test_an_upload_to_an_unknown_message_is_404(
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert stored_files(store) == []
+
+
+async def test_uploads_are_listed_and_served_while_no_projector_runs(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Read-your-writes does not lean on the projector: the stream answers the
+    # list, and the blob row written with the event answers the bytes.
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "d", run_projectors=False)
+    async with running(create_app(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            message_id = await new_message(client)
+            data = [images.png(seed=40), images.animated_gif(seed=41)]
+            created = await upload(client, message_id, *(part(d) for d in data))
+            assert created.status_code == 201
+            listed = await client.get(f"/messages/{message_id}/media")
+            assert listed.json() == created.json()
+            for item, expected in zip(listed.json()["items"], data, strict=True):
+                assert (await client.get(item["url"])).content == expected
