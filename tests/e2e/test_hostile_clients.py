@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.images import png
 from tests.support.phones import random_phone
 
 
@@ -110,3 +111,21 @@ def test_an_upload_that_never_finishes_is_cut_off_with_408(served: str) -> None:
 
 def test_an_upload_declaring_a_huge_body_is_413_at_once(served: str) -> None:
     assert exchange(served, upload_head(served, 10**10))[0] == 413
+
+
+def test_an_oversize_upload_gets_its_413_over_a_real_connection(served: str) -> None:
+    # The server stops reading at the first byte past the limit; the client,
+    # still sending, must still receive the answer.
+    sent = {"from": random_phone(), "to": "+447911123456", "message": "too big"}
+    with httpx.Client(base_url=served, timeout=30) as client:
+        message_id = client.post("/messages", json=sent).json()["id"]
+        huge = png(size=(1400, 1400)) * 3
+        response = client.post(
+            f"/messages/{message_id}/media", files=[("file", ("huge.png", huge, "image/png"))]
+        )
+        assert response.status_code == 413
+        assert "huge.png" in response.json()["detail"]
+        small = client.post(
+            f"/messages/{message_id}/media", files=[("file", ("ok.png", png(), "image/png"))]
+        )
+        assert small.status_code == 201

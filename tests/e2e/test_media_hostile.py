@@ -190,6 +190,17 @@ async def test_a_body_beyond_the_upload_limit_is_413_before_it_is_read(
     assert stored_files(store) == []
 
 
+async def test_the_json_routes_keep_their_own_body_limit(client: httpx.AsyncClient) -> None:
+    # The upload route's larger limit is its own: POST /messages still refuses
+    # a body over SMSQ_MAX_BODY_BYTES (16 KiB).
+    message_id = await new_message(client)
+    big_json = {"from": "+14155550100", "to": "+447911123456", "message": "x" * 20_000}
+    assert (await client.post("/messages", json=big_json)).status_code == 413
+    image = images.png(seed=27, size=(320, 320))
+    assert len(image) > 16 * 1024
+    assert (await upload(client, message_id, part(image))).status_code == 201
+
+
 @pytest.fixture
 async def small_limit_client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
