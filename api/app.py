@@ -15,7 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.health import healthz, readyz
 from api.lifecycle import background
-from api.media import MessageMediaController, media_file
+from api.media import MessageMediaController
+from api.media_files import media_file
 from api.messages import MessagesController
 from api.problems import exception_handlers
 from api.services import Services, provide_services

@@ -1,11 +1,10 @@
-"""POST and GET /messages/{id}/media, and GET /media/{sha256}."""
+"""POST and GET /messages/{id}/media."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
@@ -21,7 +20,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import FromPath, HeaderParameter, Parameter
+from litestar.params import FromPath
 
 from api.context import request_metadata
 from api.messages import load_message
@@ -35,11 +34,7 @@ from domain.commands import AttachMedia, Image
 from domain.events import stream_of
 from domain.message import fold
 from media.probe import ALLOWED, NotAnImage, TooManyPixels, examine
-from projections.media import get_blob, media_of
-
-log = logging.getLogger(__name__)
-
-IMMUTABLE = "public, max-age=31536000, immutable"
+from projections.media import media_of
 
 
 @dataclass
@@ -94,7 +89,7 @@ class MessageMediaController(Controller):
             await anyio.to_thread.run_sync(_examine, upload, limiter=services.decoders)
             for upload in uploads
         ]
-        kept = set()
+        kept: set[str] = set()
         for image, upload in zip(images, uploads, strict=True):
             if image.sha256 not in kept:
                 await services.store.put(image.sha256, upload.data)
@@ -136,49 +131,3 @@ def _examine(upload: Upload) -> Image:
         raise Refusal(415, f"{upload.label} {error}", slug="unsupported-image") from None
     except TooManyPixels as error:
         raise Refusal(413, f"{upload.label} {error}", slug="too-many-pixels") from None
-
-
-Sha256 = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$", description="lowercase hex")]
-
-
-@get(
-    "/media/{sha256:str}",
-    opt={"scope": "read"},
-    tags=["media"],
-    summary="An image's bytes",
-    media_type="application/octet-stream",
-)
-async def media_file(
-    sha256: FromPath[Sha256],
-    services: NamedDependency[Services],
-    if_none_match: Annotated[
-        str | None, HeaderParameter(name="If-None-Match", required=False)
-    ] = None,
-) -> Response[bytes]:
-    async with services.pool.connection() as conn:
-        blob = await get_blob(conn, sha256)
-    if blob is None:
-        raise NotFoundException(f"no media {sha256}")
-    etag = f'"{sha256}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
-    if if_none_match is not None and _matches(if_none_match, etag):
-        return Response(b"", status_code=304, headers=headers)
-    data = await services.store.get(sha256)
-    if data is None:
-        log.error("media %s is recorded but its file is missing from the store", sha256)
-        raise NotFoundException(f"the bytes of media {sha256} are missing from the store")
-    return Response(
-        data,
-        media_type=blob.content_type,
-        headers=headers
-        | {
-            "X-Content-Type-Options": "nosniff",
-            # Should anything ever render it as a document, it can run nothing.
-            "Content-Security-Policy": "default-src 'none'; sandbox",
-        },
-    )
-
-
-def _matches(if_none_match: str, etag: str) -> bool:
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return "*" in tags or etag in tags
