@@ -129,3 +129,57 @@ def test_an_oversize_upload_gets_its_413_over_a_real_connection(served: str) -> 
             f"/messages/{message_id}/media", files=[("file", ("ok.png", png(), "image/png"))]
         )
         assert small.status_code == 201
+
+
+def raw_get(served: str, target: str) -> bytes:
+    """The whole answer to a GET of `target` exactly as written, unnormalised by any client."""
+    host, port = served.removeprefix("http://").split(":")
+    request = f"GET {target} HTTP/1.1\r\nHost: smsq\r\nConnection: close\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/media/../../../../etc/passwd",
+        "/media/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/media/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/media/%252e%252e%252fetc%252fpasswd",
+        "/media/..\\..\\..\\etc\\passwd",
+        "/media//etc/passwd",
+        "/media/%2Fetc%2Fpasswd",
+        f"/media/{'0' * 64}%00.png",
+        f"/media/{'0' * 64}/../../../../etc/passwd",
+        "/media/" + "..%2f" * 200 + "etc%2fpasswd",
+        "/messages/..%2f..%2fetc%2fpasswd/media",
+    ],
+)
+def test_path_tricks_in_media_urls_get_a_clean_4xx_and_no_file(served: str, target: str) -> None:
+    answer = raw_get(served, target)
+    status = int(answer.split()[1])
+    assert 400 <= status < 500, answer[:300]
+    assert b"root:" not in answer
+
+
+def test_stored_media_answer_only_at_their_exact_hash(served: str) -> None:
+    sent = {"from": random_phone(), "to": "+447911123456", "message": "a picture"}
+    with httpx.Client(base_url=served) as client:
+        message_id = client.post("/messages", json=sent).json()["id"]
+        attached = client.post(
+            f"/messages/{message_id}/media", files=[("file", ("a.png", png(), "image/png"))]
+        )
+        digest = attached.json()["items"][0]["sha256"]
+    assert raw_get(served, f"/media/{digest}").startswith(b"HTTP/1.1 200")
+    for target in (
+        f"/media/{digest.upper()}",
+        f"/media/{digest}.png",
+        f"/media/{digest[:2]}/{digest[2:4]}/{digest}",
+        f"/media/{digest}%2f..%2f{digest}",
+    ):
+        status = int(raw_get(served, target).split()[1])
+        assert 400 <= status < 500, target
