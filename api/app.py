@@ -6,16 +6,23 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from psycopg_pool import AsyncConnectionPool
 
+from api.access import SCHEME, Access, DeclareSecurity, is_loopback, require_scope
+from api.audit import AuditController
 from api.health import healthz, readyz
 from api.lifecycle import background
+from api.logs import configure_logging
 from api.messages import MessagesController
+from api.metrics import metrics
+from api.observe import RequestObserver
 from api.problems import exception_handlers
+from api.process_metrics import ProcessMetrics
 from api.services import Services, provide_services
 from api.settings import Settings, load_settings
 from commands.group_commit import GroupCommitter
@@ -50,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.database_url is None:
         raise RuntimeError("SMSQ_DATABASE_URL is not set (`smsq serve` sets it for its workers)")
     url = settings.database_url
+    counted = ProcessMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -64,7 +72,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 concurrency=settings.batch_concurrency,
                 on_commit=notifier.poke,
             )
-            app.state.services = Services(settings=settings, pool=pool, receive=receive)
+            access = Access(
+                pool, loopback=is_loopback(settings.host), ttl=settings.auth_cache_seconds
+            )
+            app.state.services = Services(
+                settings=settings, pool=pool, receive=receive, access=access, metrics=counted
+            )
             if settings.run_projectors:
                 await stack.enter_async_context(background(url, pool))
             try:
@@ -74,9 +87,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await receive.drain()
                 await notifier.close()
 
-    return Litestar(
-        route_handlers=[MessagesController, healthz, readyz],
+    app = Litestar(
+        route_handlers=[MessagesController, AuditController, metrics, healthz, readyz],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        guards=[require_scope],
+        plugins=[DeclareSecurity()],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
@@ -86,10 +101,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Event-sourced SMS intake: every change is an event; queries read folds.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
+            # The document describes every route: readable by any key that may read.
+            openapi_router=Router("/schema", opt={"scope": "read"}, route_handlers=[]),
+            components=Components(
+                security_schemes={
+                    SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key from `smsq keys create`; each operation"
+                        " lists the scope it needs.",
+                    )
+                }
+            ),
         ),
     )
+    # Outermost, so that requests matching no route are counted and logged too.
+    app.asgi_handler = RequestObserver(app.asgi_handler, counted)
+    return app
 
 
 def app_from_env() -> Litestar:
     """Factory for the HTTP server's workers: settings come from the environment."""
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -8,6 +8,8 @@ from typing import Any
 from litestar.datastructures import State
 from psycopg_pool import AsyncConnectionPool
 
+from api.access import Access
+from api.process_metrics import ProcessMetrics
 from api.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
@@ -18,6 +20,8 @@ class Services:
     settings: Settings
     pool: AsyncConnectionPool[Any]
     receive: GroupCommitter[ReceiveRequest, Outcome]
+    access: Access
+    metrics: ProcessMetrics
 
 
 def provide_services(state: State) -> Services:

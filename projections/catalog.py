@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections.counters import CountersProjector
 from projections.messages import MessagesProjector
 from projections.processing import ProcessingStage
 from projections.replay import Rebuildable
@@ -9,7 +10,7 @@ from projections.runner import Projector
 
 
 def read_models() -> dict[str, Rebuildable]:
-    models: list[Rebuildable] = [MessagesProjector()]
+    models: list[Rebuildable] = [MessagesProjector(), CountersProjector()]
     return {m.name: m for m in models}
 
 

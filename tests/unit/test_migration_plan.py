@@ -24,6 +24,9 @@ def test_a_database_ahead_of_the_code_is_refused() -> None:
         pending({"0009_future": "x"}, [A, B])
 
 
-def test_the_shipped_migrations_are_numbered_without_gaps() -> None:
+def test_the_shipped_migrations_have_distinct_numbers_in_order() -> None:
+    # Branches reserve their numbers ahead of merging, so a number may be
+    # missing for a while; two files with one number never may.
     numbers = [int(m.name[:4]) for m in available()]
-    assert numbers == list(range(1, len(numbers) + 1))
+    assert numbers == sorted(set(numbers))
+    assert numbers[0] == 1
