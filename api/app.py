@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
+        # Logging is configured once per process (api.logs), not by each app.
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="smsq",
             version="1.0.0",

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
-from api.schemas import rfc3339
+from api.schemas import Event
 from api.services import Services
-from commands.event_store import RecordedEvent, read_stream
+from commands.event_store import read_stream
 from domain.events import EVENT_TYPES, stream_of
 from projections.log import read_after
 
 EventType = Enum("EventType", {name: name for name in EVENT_TYPES}, type=str)  # type: ignore[misc]
-
-
-class Event(msgspec.Struct, kw_only=True):
-    position: int
-    stream_id: str
-    version: int
-    type: str
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    recorded_at: str
-    event_id: UUID
-    schema_version: int
-
-    @staticmethod
-    def recorded(event: RecordedEvent) -> Event:
-        return Event(
-            position=event.position,
-            stream_id=event.stream_id,
-            version=event.version,
-            type=event.type,
-            data=msgspec.json.decode(event.data),
-            metadata=msgspec.json.decode(event.metadata),
-            recorded_at=rfc3339(event.recorded_at),
-            event_id=event.event_id,
-            schema_version=event.schema_version,
-        )
 
 
 class Stream(msgspec.Struct):
@@ -86,11 +60,12 @@ class AuditController(Controller):
         services: NamedDependency[Services],
         after: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        event_type: Annotated[EventType | None, QueryParameter(name="type")] = None,
+        # Named as the query parameter, so that a 422 names the field the client sent.
+        type: FromQuery[EventType | None] = None,
     ) -> LogPage:
         async with services.pool.connection() as conn:
             recorded = await read_after(
-                conn, after, limit, event_type=None if event_type is None else event_type.value
+                conn, after, limit, event_type=None if type is None else type.value
             )
         return LogPage(
             items=[Event.recorded(e) for e in recorded],

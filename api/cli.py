@@ -17,8 +17,7 @@ from api.access import is_loopback
 from api.cli_support import cli_settings, database, migrate_or_fail
 from api.events_cli import events
 from api.keys_cli import keys
-from api.logs import configure_logging
-from api.process_metrics import MULTIPROCESS_ENV
+from api.logs import configure_logging, server_log_config
 from api.settings import Settings, SettingsError, describe, load_settings
 
 
@@ -65,7 +64,9 @@ def serve() -> None:
         # environment, including the URL of an embedded server started here,
         # and keep their HTTP counters in files that any of them can add up.
         os.environ["SMSQ_DATABASE_URL"] = url
-        os.environ[MULTIPROCESS_ENV] = counts
+        # (This process must not import prometheus_client before setting it:
+        # the library picks its mode once, at import, and workers inherit it.)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = counts
         click.echo(f"smsq: serving on http://{settings.host}:{settings.port}", err=True)
         Granian(
             "api.app:app_from_env",
@@ -77,6 +78,7 @@ def serve() -> None:
             # Clients that trickle their headers in give up their connection.
             http1_settings=HTTP1Settings(header_read_timeout=10_000),
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+            log_dictconfig=server_log_config(settings.log_format),
         ).serve()
 
 

