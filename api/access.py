@@ -185,11 +185,13 @@ class DeclareSecurity(ReceiveRoutePlugin):
                     Problem,
                     description="No key, or an unknown or revoked one",
                     media_type=PROBLEM_JSON,
+                    generate_examples=False,
                 ),
                 403: ResponseSpec(
                     Problem,
                     description=f"The key lacks the {scope!r} scope",
                     media_type=PROBLEM_JSON,
+                    generate_examples=False,
                 ),
                 **(handler.responses or {}),
             }

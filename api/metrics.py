@@ -107,6 +107,7 @@ class MetricsSummary(msgspec.Struct):
         200: ResponseSpec(
             MetricsSummary,
             description="Prometheus text exposition; with Accept: application/json, a summary",
+            generate_examples=False,
         )
     },
 )
