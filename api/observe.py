@@ -12,9 +12,9 @@ import re
 import time
 from typing import Any
 
+import uuid_utils
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from uuid_utils.compat import uuid7
 
 from api.context import ANONYMOUS
 from api.process_metrics import ProcessMetrics
@@ -33,7 +33,7 @@ def _request_id(scope: Scope) -> str:
             if _SANE_ID.match(value):
                 return value.decode()
             break
-    return str(uuid7())
+    return str(uuid_utils.uuid7())
 
 
 class RequestObserver:
