@@ -30,8 +30,13 @@ WITH batch AS MATERIALIZED (
     WHERE {in_range} AND type IN ('SmsReceived', 'SmsProcessed', 'MediaAttached')
 ),
 processed AS MATERIALIZED (
+    -- The bucket is the number of bounds below the value (Prometheus buckets
+    -- are "less or equal"). width_bucket counts thresholds at or below its
+    -- operand, so it is asked about the negated value against the negated
+    -- bounds: bounds >= s, subtracted from all of them.
     SELECT s.seconds,
-           (SELECT count(*) FROM unnest(%(bounds)s::float8[]) AS le WHERE le < s.seconds) AS bucket
+           cardinality(%(bounds)s::float8[])
+           - width_bucket(-s.seconds, %(negated)s::float8[]) AS bucket
     FROM batch AS p
     JOIN events AS r ON r.stream_id = p.stream_id AND r.version = 1
     CROSS JOIN LATERAL (
@@ -70,7 +75,14 @@ async def fold_range(
     conn: psycopg.AsyncConnection[Any], table: str, lo: Checkpoint, hi: Checkpoint
 ) -> None:
     statement = sql.SQL(_FOLD).format(table=sql.Identifier(table), in_range=sql.SQL(IN_RANGE))
-    await conn.execute(statement, {**range_params(lo, hi), "bounds": list(BUCKETS)})
+    await conn.execute(
+        statement,
+        {
+            **range_params(lo, hi),
+            "bounds": list(BUCKETS),
+            "negated": [-b for b in reversed(BUCKETS)],
+        },
+    )
 
 
 class CountersProjector:

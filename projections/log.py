@@ -79,7 +79,7 @@ async def read_range(
 # who starts at 0 and always passes back the last position it was given sees
 # every event exactly once, even those whose transactions commit late.
 _AUDIT = """
-WITH place AS (
+WITH place AS MATERIALIZED (
     SELECT coalesce(p.tx_id, '0'::xid8) AS at_tx, coalesce(p.position, 0) AS at_position
     FROM (VALUES (1)) AS one
     LEFT JOIN LATERAL (
@@ -87,13 +87,31 @@ WITH place AS (
         ORDER BY position DESC LIMIT 1
     ) AS p ON true
 )
-SELECT {columns} FROM events, place
-WHERE (tx_id, position) > (at_tx, at_position)
+SELECT {columns} FROM events
+-- Scalar subqueries, not a join: the planner then treats the place as a
+-- constant and starts the index scan there instead of filtering up to it.
+WHERE (tx_id, position) > ((SELECT at_tx FROM place), (SELECT at_position FROM place))
   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
   {filters}
 ORDER BY tx_id, position
 LIMIT %(limit)s
 """
+
+
+def audit_statement(
+    after: int, limit: int, *, event_type: str | None = None, stream_id: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    filters = ""
+    if event_type is not None:
+        filters += " AND type = %(type)s"
+    if stream_id is not None:
+        filters += " AND stream_id = %(stream)s"
+    return _AUDIT.format(columns=recorded_columns, filters=filters), {
+        "after": after,
+        "limit": limit,
+        "type": event_type,
+        "stream": stream_id,
+    }
 
 
 async def read_after(
@@ -108,13 +126,6 @@ async def read_after(
 
     The place, the horizon and the read are one statement (one snapshot).
     """
-    filters = ""
-    if event_type is not None:
-        filters += " AND type = %(type)s"
-    if stream_id is not None:
-        filters += " AND stream_id = %(stream)s"
-    cur = await conn.execute(
-        _AUDIT.format(columns=recorded_columns, filters=filters),
-        {"after": after, "limit": limit, "type": event_type, "stream": stream_id},
-    )
+    statement, params = audit_statement(after, limit, event_type=event_type, stream_id=stream_id)
+    cur = await conn.execute(statement, params)
     return [recorded_event(row) for row in await cur.fetchall()]

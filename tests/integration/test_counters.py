@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from uuid_utils.compat import uuid7
 
+from commands.event_store import Append, append
+from domain.events import EventMetadata, SmsProcessed, SmsReceived, stream_of
 from projections.counters import BUCKETS, Counters, CountersProjector, read_counters
 from projections.replay import replay
 from projections.runner import catch_up
@@ -91,3 +95,37 @@ async def test_an_empty_log_reads_as_zeros(databases: Databases) -> None:
     async with await psycopg.AsyncConnection.connect(databases.create(), autocommit=True) as c:
         counters = await read_counters(c)
     assert (counters.received, counters.queue_size, counters.avg_processing_ms) == (0, 0, 0.0)
+
+
+async def test_a_time_on_a_bound_falls_in_that_bounds_bucket(databases: Databases) -> None:
+    deltas = [0.005, 0.0051, 0.06, 100.0]
+    async with await psycopg.AsyncConnection.connect(databases.create(), autocommit=True) as c:
+        for delta in deltas:
+            at = datetime(2026, 11, 1, tzinfo=UTC)
+            received = SmsReceived(
+                message_id=uuid7(),
+                sender="+12025550100",
+                recipient="+447911123456",
+                text="t",
+                received_at=at,
+            )
+            processed = SmsProcessed(
+                message_id=received.message_id,
+                encoding="GSM-7",
+                segments=1,
+                from_region="US",
+                to_region="GB",
+                processed_at=at + timedelta(seconds=delta),
+            )
+            meta = EventMetadata(correlation_id=uuid7(), causation_id=uuid7())
+            await append(
+                c, [Append(stream_of(received.message_id), 0, [received, processed], meta)]
+            )
+        await catch_up(c, CountersProjector())
+        counters = await read_counters(c)
+    expected = [0] * (len(BUCKETS) + 1)
+    for delta in deltas:
+        expected[bisect.bisect_left(BUCKETS, delta)] += 1
+    assert counters.processing_buckets == tuple(expected)
+    assert expected[0] == 1  # 0.005 s is "le 0.005"
+    assert counters.processing_seconds_sum == pytest.approx(sum(deltas))
