@@ -17,8 +17,8 @@ import asyncio
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from litestar.connection import ASGIConnection, Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -26,12 +26,16 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.routes import BaseRoute, HTTPRoute
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.keys import StoredKey, any_key_made, find_key, key_id_of
 from api.problems import PROBLEM_JSON, Problem
 
 SCHEME = "bearer"
+T = TypeVar("T")
+# Not a key id (those are 12 hex digits): the name of the "any key made?" query.
+_ANY_KEY = "any key made"
 # Unknown ids are remembered too (so a flood of made-up keys cannot hammer the
 # database), in a bounded map so that it cannot fill memory either.
 _MAX_REMEMBERED = 10_000
@@ -70,7 +74,7 @@ class Access:
         self._ttl = ttl
         self._clock = clock
         self._keys: OrderedDict[str, _Remembered] = OrderedDict()
-        self._lookups: dict[str, asyncio.Future[StoredKey | None]] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._open: tuple[bool, float] | None = None
 
     async def is_open(self) -> bool:
@@ -78,8 +82,8 @@ class Access:
             return False
         now = self._clock()
         if self._open is None or now - self._open[1] >= self._ttl:
-            async with self._pool.connection() as conn:
-                self._open = (not await any_key_made(conn), now)
+            made = await self._once(_ANY_KEY, any_key_made)
+            self._open = (not made, now)
         return self._open[0]
 
     async def verify(self, token: str) -> StoredKey | None:
@@ -95,27 +99,32 @@ class Access:
         remembered = self._keys.get(key_id)
         if remembered is not None and now - remembered.at < self._ttl:
             return remembered.key
-        # Many requests with the same key arriving as its entry expires share one query.
-        pending = self._lookups.get(key_id)
-        if pending is not None:
-            return await pending
-        future: asyncio.Future[StoredKey | None] = asyncio.get_running_loop().create_future()
-        self._lookups[key_id] = future
-        try:
-            async with self._pool.connection() as conn:
-                key = await find_key(conn, key_id)
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # marked as seen: waiters, if any, raise it themselves
-            raise
-        finally:
-            del self._lookups[key_id]
-        future.set_result(key)
+        key: StoredKey | None = await self._once(key_id, lambda conn: find_key(conn, key_id))
         self._keys[key_id] = _Remembered(key, now)
         self._keys.move_to_end(key_id)
         while len(self._keys) > _MAX_REMEMBERED:
             self._keys.popitem(last=False)
         return key
+
+    async def _once(self, name: str, query: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run `query`, shared by every request that asks for `name` meanwhile: many
+        requests arriving as a remembered answer expires cost one query, not one each."""
+        pending = self._pending.get(name)
+        if pending is not None:
+            return cast(T, await pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[name] = future
+        try:
+            async with self._pool.connection() as conn:
+                result = await query(conn)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # marked as seen: waiters, if any, raise it themselves
+            raise
+        finally:
+            del self._pending[name]
+        future.set_result(result)
+        return result
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

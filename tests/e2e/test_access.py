@@ -259,3 +259,29 @@ async def test_verified_keys_are_remembered_for_the_ttl_then_looked_up_again(
         assert await access.verify(issued.token) is not None  # still remembered
         clock.now = 5.0
         assert await access.verify(issued.token) is None  # looked up again: revoked
+
+
+class CountingPool(AsyncConnectionPool):
+    """A real pool that counts how often a connection is taken from it."""
+
+    taken = 0
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        CountingPool.taken += 1
+        return super().connection(*args, **kwargs)
+
+
+async def test_concurrent_requests_with_an_expired_key_share_one_lookup(fresh_url: str) -> None:
+    clock = FakeClock()
+    async with (
+        await psycopg.AsyncConnection.connect(fresh_url, autocommit=True) as conn,
+        CountingPool(fresh_url, min_size=1, max_size=4) as pool,
+    ):
+        issued = await create_key(conn, ["read"])
+        access = Access(pool, loopback=True, ttl=5.0, clock=clock)
+        CountingPool.taken = 0
+        answers = await asyncio.gather(*(access.verify(issued.token) for _ in range(50)))
+        opened = await asyncio.gather(*(access.is_open() for _ in range(50)))
+        assert all(a is not None for a in answers)
+        assert opened == [False] * 50
+        assert CountingPool.taken == 2  # one key lookup, one "any key made?"
