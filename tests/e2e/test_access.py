@@ -285,3 +285,12 @@ async def test_concurrent_requests_with_an_expired_key_share_one_lookup(fresh_ur
         assert all(a is not None for a in answers)
         assert opened == [False] * 50
         assert CountingPool.taken == 2  # one key lookup, one "any key made?"
+
+
+async def test_options_needs_a_key_but_any_live_key_will_do(
+    keyed: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    assert_problem(await keyed.options("/messages"), 401)
+    answered = await keyed.options("/messages", headers=bearer(tokens["metrics"]))
+    assert answered.status_code in (200, 204)
+    assert "GET" in answered.headers["allow"]
