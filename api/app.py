@@ -11,14 +11,21 @@ from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from psycopg_pool import AsyncConnectionPool
 
+from api.access import SCHEME, Access, DeclareSecurity, is_loopback, require_scope
+from api.audit import AuditController
 from api.health import healthz, readyz
 from api.lifecycle import background
+from api.logs import configure_logging
 from api.media import MessageMediaController
 from api.media_files import media_file
 from api.messages import MessagesController
+from api.metrics import metrics
+from api.observe import RequestObserver
 from api.problems import exception_handlers
+from api.process_metrics import ProcessMetrics
 from api.services import Services, provide_services
 from api.settings import Settings, load_settings
 from api.uploads import request_limit
@@ -58,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.database_url is None:
         raise RuntimeError("SMSQ_DATABASE_URL is not set (`smsq serve` sets it for its workers)")
     url = settings.database_url
+    counted = ProcessMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -72,10 +80,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 concurrency=settings.batch_concurrency,
                 on_commit=notifier.poke,
             )
+            access = Access(
+                pool, loopback=is_loopback(settings.host), ttl=settings.auth_cache_seconds
+            )
             app.state.services = Services(
                 settings=settings,
                 pool=pool,
                 receive=receive,
+                access=access,
+                metrics=counted,
                 store=LocalStore(settings.data_dir / "media"),
                 decoders=CapacityLimiter(DECODERS),
             )
@@ -94,22 +107,43 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[MessageMediaController, media_file],
         request_max_body_size=request_limit(settings.max_media_bytes),
     )
-    return Litestar(
-        route_handlers=[MessagesController, media, healthz, readyz],
+    app = Litestar(
+        route_handlers=[MessagesController, media, AuditController, metrics, healthz, readyz],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        guards=[require_scope],
+        plugins=[DeclareSecurity()],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
+        # Logging is configured once per process (api.logs), not by each app.
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="smsq",
             version="1.0.0",
             description="Event-sourced SMS intake: every change is an event; queries read folds.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
+            # The document describes every route: readable by any key that may read.
+            openapi_router=Router("/schema", opt={"scope": "read"}, route_handlers=[]),
+            components=Components(
+                security_schemes={
+                    SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key from `smsq keys create`; each operation"
+                        " lists the scope it needs.",
+                    )
+                }
+            ),
         ),
     )
+    # Outermost, so that requests matching no route are counted and logged too.
+    app.asgi_handler = RequestObserver(app.asgi_handler, counted)
+    return app
 
 
 def app_from_env() -> Litestar:
     """Factory for the HTTP server's workers: settings come from the environment."""
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

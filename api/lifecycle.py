@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,15 +22,15 @@ async def background(url: str, pool: AsyncConnectionPool[Any]) -> AsyncIterator[
     """Projectors, the processing stage and housekeeping, stopped gracefully on exit."""
     runner = ProjectionRunner(url, projectors())
     running = asyncio.create_task(runner.run())
-    pruning = asyncio.create_task(keep_pruning(pool))
+    stopping = asyncio.Event()
+    pruning = asyncio.create_task(keep_pruning(pool, stopping))
     try:
         yield runner
     finally:
-        pruning.cancel()
+        # Each projector finishes (and checkpoints) the batch in flight, then returns.
+        stopping.set()
         runner.stop()
         try:
-            await asyncio.wait_for(running, 10)
+            await asyncio.wait_for(asyncio.gather(running, pruning), 10)
         except TimeoutError:
             log.warning("projectors did not stop within 10 s")
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruning

@@ -120,6 +120,7 @@ class MessagesController(Controller):
     @post(
         "/",
         status_code=201,
+        opt={"scope": "write"},
         before_request=require_json_message,
         summary="Send an SMS",
         responses={},
@@ -147,10 +148,12 @@ class MessagesController(Controller):
             headers = _quota_headers(outcome.quota) | {"Location": f"/messages/{message_id}"}
             return Response(Message.received(outcome.event), status_code=201, headers=headers)
         if isinstance(outcome, Duplicate):
+            services.metrics.duplicates.inc()
             original = await _existing(services, outcome.original)
             headers = _quota_headers(outcome.quota) | {"Location": f"/messages/{original.id}"}
             return Response(original, status_code=200, headers=headers)
         if isinstance(outcome, RateLimited):
+            services.metrics.rate_limited.inc()
             return problem(
                 429,
                 f"{command.sender.e164} has sent {outcome.quota.limit} messages in the last "
@@ -173,7 +176,7 @@ class MessagesController(Controller):
             slug="idempotency-key-reused",
         )
 
-    @get("/", summary="Messages, newest first")
+    @get("/", summary="Messages, newest first", opt={"scope": "read"})
     async def list_all(
         self,
         services: NamedDependency[Services],
@@ -207,7 +210,7 @@ class MessagesController(Controller):
             next=f"/messages?{following}" if more else None,
         )
 
-    @get("/{message_id:uuid}", summary="One message")
+    @get("/{message_id:uuid}", summary="One message", opt={"scope": "read"})
     async def get_one(
         self, message_id: FromPath[UUID], services: NamedDependency[Services]
     ) -> Message:

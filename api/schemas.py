@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
+from commands.event_store import RecordedEvent
 from domain.events import MediaAttached, SmsReceived
 from domain.message import MessageState
 from projections.media import MediaRow
@@ -72,6 +74,32 @@ class Message(msgspec.Struct, kw_only=True):
             processed_at=rfc3339(processed.processed_at) if processed else None,
             encoding=processed.encoding if processed else None,
             segments=processed.segments if processed else None,
+        )
+
+
+class Event(msgspec.Struct, kw_only=True):
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: str
+    event_id: UUID
+    schema_version: int
+
+    @staticmethod
+    def recorded(event: RecordedEvent) -> Event:
+        return Event(
+            position=event.position,
+            stream_id=event.stream_id,
+            version=event.version,
+            type=event.type,
+            data=msgspec.json.decode(event.data),
+            metadata=msgspec.json.decode(event.metadata),
+            recorded_at=rfc3339(event.recorded_at),
+            event_id=event.event_id,
+            schema_version=event.schema_version,
         )
 
 

@@ -9,6 +9,8 @@ from anyio import CapacityLimiter
 from litestar.datastructures import State
 from psycopg_pool import AsyncConnectionPool
 
+from api.access import Access
+from api.process_metrics import ProcessMetrics
 from api.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
@@ -22,6 +24,8 @@ class Services:
     receive: GroupCommitter[ReceiveRequest, Outcome]
     store: MediaStore
     decoders: CapacityLimiter
+    access: Access
+    metrics: ProcessMetrics
 
 
 def provide_services(state: State) -> Services:

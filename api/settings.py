@@ -54,6 +54,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(description="log level")
     ] = "INFO"
+    log_format: Annotated[
+        Literal["json", "text"],
+        Meta(description="log lines as JSON objects (one per line) or as plain text"),
+    ] = "json"
+    auth_cache_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="seconds a verified API key is trusted before it is looked up again"
+            " (a revoked key stops working within this time)",
+        ),
+    ] = 5.0
 
 
 class SettingsError(ValueError):
@@ -67,11 +80,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for key, value in env.items():
         name = key.removeprefix(PREFIX).lower()
         if key.startswith(PREFIX) and name in names and value != "":
-            raw[name] = value.upper() if name == "log_level" else value
+            raw[name] = _normalise(name, value)
     try:
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as error:
         raise SettingsError(_explain(str(error))) from None
+
+
+def _normalise(name: str, value: str) -> str:
+    if name == "log_level":
+        return value.upper()
+    if name == "log_format":
+        return value.lower()
+    return value
 
 
 def _decode(type_: type, value: object) -> object:

@@ -13,8 +13,12 @@ from uuid import UUID
 import msgspec
 
 
-class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Who and what caused an event; stored beside it, never part of decisions."""
+class EventMetadata(msgspec.Struct, frozen=True, kw_only=True):
+    """Who and what caused an event; stored beside it, never part of decisions.
+
+    Every field is written, defaults included: an auditor reads "anonymous"
+    in the log itself rather than inferring it from an absent key.
+    """
 
     correlation_id: UUID
     causation_id: UUID

@@ -46,9 +46,13 @@ def available() -> list[Migration]:
     ]
 
 
-def applied_migrations(conn: psycopg.Connection) -> dict[str, str]:
+def _has_ledger(conn: psycopg.Connection) -> bool:
     exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
+    return bool(exists and exists[0])
+
+
+def applied_migrations(conn: psycopg.Connection) -> dict[str, str]:
+    if not _has_ledger(conn):
         return {}
     return dict(conn.execute("SELECT name, checksum FROM schema_migrations").fetchall())
 
@@ -74,7 +78,10 @@ def migrate(
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
-            conn.execute(_LEDGER)
+            if not _has_ledger(conn):
+                # Only then: a role without CREATE (the service's own) can still
+                # start against a schema that is already current.
+                conn.execute(_LEDGER)
             todo = pending(
                 applied_migrations(conn), available() if migrations is None else migrations
             )

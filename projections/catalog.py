@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections.counters import CountersProjector
 from projections.media import MediaProjector
 from projections.messages import MessagesProjector
 from projections.processing import ProcessingStage
@@ -10,7 +11,7 @@ from projections.runner import Projector
 
 
 def read_models() -> dict[str, Rebuildable]:
-    models: list[Rebuildable] = [MessagesProjector(), MediaProjector()]
+    models: list[Rebuildable] = [MessagesProjector(), MediaProjector(), CountersProjector()]
     return {m.name: m for m in models}
 
 

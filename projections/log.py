@@ -70,3 +70,62 @@ async def read_range(
         {**range_params(lo, hi), "types": list(types)},
     )
     return [recorded_event(row) for row in await cur.fetchall()]
+
+
+# `after` is a position, but the reading order is (tx_id, position): the place
+# it names is that of the event at this position (or, when no event has it,
+# of the nearest one below). Events of transactions that took their ids before
+# that event's come earlier in this order and are not "after" it, so a reader
+# who starts at 0 and always passes back the last position it was given sees
+# every event exactly once, even those whose transactions commit late.
+_AUDIT = """
+WITH place AS MATERIALIZED (
+    SELECT coalesce(p.tx_id, '0'::xid8) AS at_tx, coalesce(p.position, 0) AS at_position
+    FROM (VALUES (1)) AS one
+    LEFT JOIN LATERAL (
+        SELECT tx_id, position FROM events WHERE position <= %(after)s
+        ORDER BY position DESC LIMIT 1
+    ) AS p ON true
+)
+SELECT {columns} FROM events
+-- Scalar subqueries, not a join: the planner then treats the place as a
+-- constant and starts the index scan there instead of filtering up to it.
+WHERE (tx_id, position) > ((SELECT at_tx FROM place), (SELECT at_position FROM place))
+  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+  {filters}
+ORDER BY tx_id, position
+LIMIT %(limit)s
+"""
+
+
+def audit_statement(
+    after: int, limit: int, *, event_type: str | None = None, stream_id: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    filters = ""
+    if event_type is not None:
+        filters += " AND type = %(type)s"
+    if stream_id is not None:
+        filters += " AND stream_id = %(stream)s"
+    return _AUDIT.format(columns=recorded_columns, filters=filters), {
+        "after": after,
+        "limit": limit,
+        "type": event_type,
+        "stream": stream_id,
+    }
+
+
+async def read_after(
+    conn: psycopg.AsyncConnection[Any],
+    after: int,
+    limit: int,
+    *,
+    event_type: str | None = None,
+    stream_id: str | None = None,
+) -> list[RecordedEvent]:
+    """Up to `limit` committed events after position `after`, in reading order.
+
+    The place, the horizon and the read are one statement (one snapshot).
+    """
+    statement, params = audit_statement(after, limit, event_type=event_type, stream_id=stream_id)
+    cur = await conn.execute(statement, params)
+    return [recorded_event(row) for row in await cur.fetchall()]

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from projections.log import audit_statement
 from projections.messages import MessagesProjector, list_statement
 from projections.replay import replay
 from tests.support.postgres import Databases
@@ -60,3 +61,24 @@ async def test_each_filter_scans_its_index_without_sorting(
     scans = {n.get("Index Name") for n in all_nodes if "Index" in n["Node Type"]}
     assert index in scans
     assert not [n for n in all_nodes if n["Node Type"] in ("Sort", "Incremental Sort", "Seq Scan")]
+
+
+@pytest.mark.parametrize("event_type", [None, "SmsProcessed"])
+async def test_a_page_of_the_log_starts_its_index_scan_at_after(
+    url: str, event_type: str | None
+) -> None:
+    statement, params = audit_statement(25_000, 100, event_type=event_type)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("ANALYZE events")
+        cur = await conn.execute(f"EXPLAIN (FORMAT JSON) {statement}".encode(), params)
+        row = await cur.fetchone()
+    assert row is not None
+    document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    scans = [n for n in nodes(document[0]["Plan"]) if n.get("Relation Name") == "events"]
+    reading = [n for n in scans if "tx_position" in n.get("Index Name", "")]
+    assert len(reading) == 1
+    # The place is in the index condition: the scan starts there, skipping nothing to filter.
+    assert 'ROW(tx_id, "position") >' in reading[0]["Index Cond"]
+    assert not [
+        n for n in nodes(document[0]["Plan"]) if "Join Filter" in n or n["Node Type"] == "Sort"
+    ]

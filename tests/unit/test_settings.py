@@ -47,3 +47,22 @@ def test_help_lists_every_setting_with_its_default() -> None:
     text = describe()
     assert "SMSQ_DATABASE_URL:" in text
     assert "SMSQ_PORT: port `smsq serve` listens on [default: 8000]" in text
+
+
+def test_the_access_and_logging_settings() -> None:
+    settings = load_settings({"SMSQ_AUTH_CACHE_SECONDS": "2.5", "SMSQ_LOG_FORMAT": "TEXT"})
+    assert (settings.auth_cache_seconds, settings.log_format) == (2.5, "text")
+    assert load_settings({}).log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMSQ_AUTH_CACHE_SECONDS": "0"}, "SMSQ_AUTH_CACHE_SECONDS: Expected `float` > 0"),
+        ({"SMSQ_AUTH_CACHE_SECONDS": "3600"}, "SMSQ_AUTH_CACHE_SECONDS: Expected `float` <= 300"),
+        ({"SMSQ_LOG_FORMAT": "xml"}, "SMSQ_LOG_FORMAT"),
+    ],
+)
+def test_bad_access_and_logging_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("`", ".")):
+        load_settings(env)

@@ -1,0 +1,41 @@
+"""What every `smsq` command needs: valid settings, a database, its schema current."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from api.settings import Settings, SettingsError, load_settings
+
+
+def cli_settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.UsageError(f"invalid setting: {error}") from None
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured database, or the embedded one started for the duration."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from api.embedded import embedded_server
+
+    click.echo(f"smsq: starting the embedded PostgreSQL in {settings.data_dir}", err=True)
+    with embedded_server(settings.data_dir) as url:
+        yield url
+
+
+def migrate_or_fail(url: str, *, quiet: bool = False) -> None:
+    from migrations import MigrationError, migrate
+
+    try:
+        applied = migrate(url, report=lambda line: click.echo(f"smsq: {line}", err=True))
+    except MigrationError as error:
+        raise click.ClickException(str(error)) from None
+    if not applied and not quiet:
+        click.echo("smsq: schema is up to date", err=True)

@@ -1,0 +1,126 @@
+"""API keys: made, listed and revoked here; only a hash of each token is stored.
+
+A token reads `smsq_<id>_<secret>`: the id finds the row by its primary key,
+then the token's SHA-256 is compared with the stored one in constant time.
+The secret is 256 random bits, so nobody can guess it or reverse its hash;
+a slow password hash would add tens of milliseconds per request and no safety.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import psycopg
+
+SCOPES = ("write", "read", "audit", "metrics")
+
+_TOKEN = re.compile(r"^smsq_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class Issued(msgspec.Struct, frozen=True):
+    key: ApiKey
+    token: str
+
+
+class StoredKey(msgspec.Struct, frozen=True):
+    """What verifying a token needs: the hash to compare and the scopes to grant."""
+
+    id: str
+    token_sha256: bytes
+    scopes: frozenset[str]
+
+    def matches(self, token: str) -> bool:
+        return hmac.compare_digest(self.token_sha256, digest(token))
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def key_id_of(token: str) -> str | None:
+    """The key id a well-formed token names; None for anything else."""
+    found = _TOKEN.match(token)
+    return found.group(1) if found else None
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    scopes = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(
+            f"unknown scope {', '.join(unknown)}" if unknown else "at least one scope is needed"
+        )
+    return scopes
+
+
+_COLUMNS = "id, name, scopes, created_at, revoked_at"
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    key_id, name, scopes, created_at, revoked_at = row
+    return ApiKey(
+        id=key_id, name=name, scopes=tuple(scopes), created_at=created_at, revoked_at=revoked_at
+    )
+
+
+async def create_key(
+    conn: psycopg.AsyncConnection[Any], scopes: Iterable[str], name: str = ""
+) -> Issued:
+    key_id = secrets.token_hex(6)
+    token = f"smsq_{key_id}_{secrets.token_urlsafe(32)}"
+    cur = await conn.execute(
+        f"INSERT INTO api_keys (id, name, scopes, token_sha256) VALUES (%s, %s, %s, %s)"
+        f" RETURNING {_COLUMNS}",
+        (key_id, name, list(scopes), digest(token)),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Issued(_key(row), token)
+
+
+async def list_keys(conn: psycopg.AsyncConnection[Any]) -> list[ApiKey]:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
+    return [_key(row) for row in await cur.fetchall()]
+
+
+async def revoke_key(conn: psycopg.AsyncConnection[Any], key_id: str) -> ApiKey | None:
+    """Revoke the key (a second revoke changes nothing); None when there is no such key."""
+    cur = await conn.execute(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp())"
+        f" WHERE id = %s RETURNING {_COLUMNS}",
+        (key_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _key(row)
+
+
+async def find_key(conn: psycopg.AsyncConnection[Any], key_id: str) -> StoredKey | None:
+    """The key if it exists and is not revoked."""
+    cur = await conn.execute(
+        "SELECT token_sha256, scopes FROM api_keys WHERE id = %s AND revoked_at IS NULL",
+        (key_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else StoredKey(key_id, bytes(row[0]), frozenset(row[1]))
+
+
+async def any_key_made(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a key was ever made (a revoked one counts: revoking never reopens)."""
+    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)")
+    row = await cur.fetchone()
+    return bool(row and row[0])

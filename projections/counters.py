@@ -1,0 +1,139 @@
+"""The `message_counters` read model: totals for /metrics, read in O(1).
+
+One row, folded from the log like any read model (so replay rebuilds it):
+messages received, processed and media attached, and the processing time of
+each processed message, summed and counted per histogram bucket. Processing
+time is `SmsProcessed.processed_at - SmsReceived.received_at`: from the
+moment the command was accepted to the moment the processing stage decided,
+both read from the database's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from projections.log import IN_RANGE, Checkpoint, range_params
+
+TABLE = "message_counters"
+
+# Upper bounds (seconds) of the processing-time buckets; +Inf is implied.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_FOLD = """
+WITH batch AS MATERIALIZED (
+    SELECT stream_id, type, data FROM events
+    WHERE {in_range} AND type IN ('SmsReceived', 'SmsProcessed', 'MediaAttached')
+),
+processed AS MATERIALIZED (
+    -- The bucket is the number of bounds below the value (Prometheus buckets
+    -- are "less or equal"). width_bucket counts thresholds at or below its
+    -- operand, so it is asked about the negated value against the negated
+    -- bounds: bounds >= s, subtracted from all of them.
+    SELECT s.seconds,
+           cardinality(%(bounds)s::float8[])
+           - width_bucket(-s.seconds, %(negated)s::float8[]) AS bucket
+    FROM batch AS p
+    JOIN events AS r ON r.stream_id = p.stream_id AND r.version = 1
+    CROSS JOIN LATERAL (
+        SELECT extract(epoch FROM (p.data->>'processed_at')::timestamptz
+                                - (r.data->>'received_at')::timestamptz)::float8 AS seconds
+    ) AS s
+    WHERE p.type = 'SmsProcessed'
+),
+buckets AS (
+    SELECT array_agg(coalesce(c.n, 0) ORDER BY i) AS counts
+    FROM generate_series(0, cardinality(%(bounds)s::float8[])) AS i
+    LEFT JOIN (SELECT bucket, count(*) AS n FROM processed GROUP BY bucket) AS c ON c.bucket = i
+)
+INSERT INTO {table} AS t
+    (id, received, processed, media_attached, processing_seconds_sum, processing_buckets)
+SELECT true,
+       (SELECT count(*) FROM batch WHERE type = 'SmsReceived'),
+       (SELECT count(*) FROM processed),
+       (SELECT count(*) FROM batch WHERE type = 'MediaAttached'),
+       (SELECT coalesce(sum(seconds), 0) FROM processed),
+       (SELECT counts FROM buckets)
+ON CONFLICT (id) DO UPDATE SET
+    received = t.received + excluded.received,
+    processed = t.processed + excluded.processed,
+    media_attached = t.media_attached + excluded.media_attached,
+    processing_seconds_sum = t.processing_seconds_sum + excluded.processing_seconds_sum,
+    processing_buckets = ARRAY(
+        SELECT coalesce(a, 0) + coalesce(b, 0)
+        FROM unnest(t.processing_buckets, excluded.processing_buckets) WITH ORDINALITY AS u(a, b, n)
+        ORDER BY n
+    )
+"""
+
+
+async def fold_range(
+    conn: psycopg.AsyncConnection[Any], table: str, lo: Checkpoint, hi: Checkpoint
+) -> None:
+    statement = sql.SQL(_FOLD).format(table=sql.Identifier(table), in_range=sql.SQL(IN_RANGE))
+    await conn.execute(
+        statement,
+        {
+            **range_params(lo, hi),
+            "bounds": list(BUCKETS),
+            "negated": [-b for b in reversed(BUCKETS)],
+        },
+    )
+
+
+class CountersProjector:
+    name = TABLE
+    tables = (TABLE,)
+
+    async def apply(
+        self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
+    ) -> None:
+        await fold_range(conn, TABLE, lo, hi)
+
+    async def rebuild(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tables: Mapping[str, str],
+        lo: Checkpoint,
+        hi: Checkpoint,
+    ) -> None:
+        await fold_range(conn, tables[TABLE], lo, hi)
+
+
+class Counters(msgspec.Struct, frozen=True, kw_only=True):
+    received: int = 0
+    processed: int = 0
+    media_attached: int = 0
+    processing_seconds_sum: float = 0.0
+    processing_buckets: tuple[int, ...] = (0,) * (len(BUCKETS) + 1)
+
+    @property
+    def queue_size(self) -> int:
+        """Messages received and not yet processed (as far as the fold has seen)."""
+        return self.received - self.processed
+
+    @property
+    def avg_processing_ms(self) -> float:
+        return 1000 * self.processing_seconds_sum / self.processed if self.processed else 0.0
+
+
+async def read_counters(conn: psycopg.AsyncConnection[Any]) -> Counters:
+    cur = await conn.execute(
+        "SELECT received, processed, media_attached, processing_seconds_sum, processing_buckets"
+        " FROM message_counters"
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return Counters()
+    received, processed, media, seconds, buckets = row
+    return Counters(
+        received=received,
+        processed=processed,
+        media_attached=media,
+        processing_seconds_sum=seconds,
+        processing_buckets=tuple(buckets),
+    )

@@ -1,0 +1,55 @@
+"""How far each projector trails the log, and what holds them all back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+
+
+class ProjectorLag(msgspec.Struct, frozen=True, array_like=True):
+    name: str
+    position: int
+    seconds: float
+
+
+class LogHealth(msgspec.Struct, frozen=True):
+    last_position: int
+    oldest_transaction_seconds: float
+    projectors: list[ProjectorLag]
+
+
+# Lag is the age of the first committed event a projector has not folded yet
+# (0 when none), found by one index probe per projector. The oldest
+# transaction that holds an xid sets the horizon below which every reader
+# stops, wherever in the cluster it runs (seeing other roles' sessions needs
+# pg_monitor; without it only the service's own are counted).
+_HEALTH = """
+SELECT
+    (SELECT coalesce(max(position), 0) FROM events),
+    (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)::float8
+     FROM pg_stat_activity WHERE backend_xid IS NOT NULL),
+    coalesce((
+        SELECT json_agg(json_build_array(c.name, c.position, coalesce(extract(epoch FROM
+                   clock_timestamp() - n.recorded_at), 0)::float8) ORDER BY c.name)
+        FROM projection_checkpoints AS c
+        LEFT JOIN LATERAL (
+            SELECT recorded_at FROM events AS e
+            WHERE (e.tx_id, e.position) > (c.tx_id, c.position)
+            ORDER BY e.tx_id, e.position LIMIT 1
+        ) AS n ON true
+    ), '[]')::text
+"""
+
+
+async def read_health(conn: psycopg.AsyncConnection[Any]) -> LogHealth:
+    cur = await conn.execute(_HEALTH)
+    row = await cur.fetchone()
+    assert row is not None
+    last, oldest, projectors = row
+    return LogHealth(
+        last_position=last,
+        oldest_transaction_seconds=max(0.0, oldest),
+        projectors=msgspec.json.decode(projectors, type=list[ProjectorLag]),
+    )

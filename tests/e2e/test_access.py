@@ -1,0 +1,296 @@
+"""API keys and scopes on every route, the open-on-loopback rule, and who the log names."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import psycopg
+import pytest
+from litestar import Litestar
+from psycopg_pool import AsyncConnectionPool
+
+from api.access import Access
+from api.app import create_app
+from api.keys import SCOPES, create_key, revoke_key
+from api.settings import Settings
+from tests.support.asgi import running
+from tests.support.phones import random_phone
+from tests.support.postgres import Databases
+
+SECRET = "A" * 43
+SAMPLES = {"uuid": lambda: str(uuid4()), "str": lambda: "x", "int": lambda: "1"}
+
+
+def routes(app: Litestar) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(method, path template, opt) for every handler but Litestar's automatic OPTIONS."""
+    for route in app.routes:
+        for handler in route.route_handlers:
+            for method in getattr(handler, "http_methods", ()):
+                if method != "OPTIONS":
+                    yield method, route.path, dict(handler.opt)
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{\w+:(\w+)\}", lambda m: SAMPLES[m.group(1)](), path)
+
+
+def document_app() -> Litestar:
+    return create_app(Settings(database_url="postgresql:///never-connected"))
+
+
+PROTECTED = sorted(
+    (method, path, opt["scope"])
+    for method, path, opt in routes(document_app())
+    if not opt.get("public")
+)
+
+
+def test_every_route_declares_a_scope_or_is_public() -> None:
+    found = list(routes(document_app()))
+    assert found
+    undeclared = [
+        (method, path)
+        for method, path, opt in found
+        if not (opt.get("public") is True or opt.get("scope") in SCOPES)
+    ]
+    assert undeclared == []
+    public = {path for _, path, opt in found if opt.get("public")}
+    assert public == {"/healthz", "/readyz"}
+
+
+def test_the_openapi_document_declares_bearer_keys_and_each_operations_scope() -> None:
+    document = document_app().openapi_schema.to_schema()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    for method, path, scope in PROTECTED:
+        operation = document["paths"][re.sub(r":\w+\}", "}", path)][method.lower()]
+        assert operation["security"] == [{"bearer": [scope]}]
+        assert {"401", "403"} <= set(operation["responses"])
+    assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+@pytest.fixture(scope="module")
+def keyed_url(databases: Databases) -> str:
+    """A database of its own: making keys closes the service for everyone using it."""
+    return databases.create()
+
+
+def make_key(url: str, *scopes: str) -> str:
+    async def made() -> str:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return (await create_key(conn, scopes, name="test")).token
+
+    return asyncio.run(made())
+
+
+@pytest.fixture(scope="module")
+def tokens(keyed_url: str) -> dict[str, str]:
+    """One key per scope, one with every scope."""
+    made = {scope: make_key(keyed_url, scope) for scope in SCOPES}
+    made["all"] = make_key(keyed_url, *SCOPES)
+    return made
+
+
+@pytest.fixture
+async def keyed(keyed_url: str, tokens: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(Settings(database_url=keyed_url))) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_problem(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, (response.request.url, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == status
+    assert response.headers["www-authenticate"].startswith('Bearer realm="smsq"')
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), PROTECTED)
+async def test_each_protected_route_is_401_without_a_live_key_and_403_without_its_scope(
+    keyed: httpx.AsyncClient, tokens: dict[str, str], method: str, path: str, scope: str
+) -> None:
+    url = concrete(path)
+    assert_problem(await keyed.request(method, url), 401)
+    for header in ("Bearer", "Basic dXNlcjpwYXNz", f"Bearer {tokens[scope]}x", "Bearer smsq_x"):
+        assert_problem(await keyed.request(method, url, headers={"Authorization": header}), 401)
+    for other in SCOPES:
+        if other != scope:
+            denied = await keyed.request(method, url, headers=bearer(tokens[other]))
+            assert_problem(denied, 403)
+            assert f'scope="{scope}"' in denied.headers["www-authenticate"]
+    for allowed in (tokens[scope], tokens["all"]):
+        answered = await keyed.request(method, url, headers=bearer(allowed))
+        assert answered.status_code not in (401, 403), answered.text
+
+
+async def test_health_and_readiness_need_no_key(keyed: httpx.AsyncClient) -> None:
+    assert (await keyed.get("/healthz")).status_code == 200
+    assert (await keyed.get("/readyz")).status_code == 200
+
+
+async def test_the_log_names_the_key_and_the_request(
+    keyed: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    writer = tokens["write"].split("_")[1]
+    sent = {"from": random_phone(), "to": "+447911123456", "message": "who sent this?"}
+    created = await keyed.post(
+        "/messages", json=sent, headers={**bearer(tokens["write"]), "X-Request-ID": "req-42"}
+    )
+    assert created.status_code == 201
+    assert created.headers["x-request-id"] == "req-42"
+    path = f"/messages/{created.json()['id']}/events"
+    deadline = time.monotonic() + 10
+    while (
+        len(items := (await keyed.get(path, headers=bearer(tokens["audit"]))).json()["items"]) < 2
+    ):
+        assert time.monotonic() < deadline, items
+        await asyncio.sleep(0.02)
+    received, processed = items
+    assert received["metadata"]["actor"] == writer
+    assert received["metadata"]["request_id"] == "req-42"
+    assert received["metadata"]["correlation_id"] == received["metadata"]["causation_id"]
+    # The processing stage acts on its own behalf, in the same correlation.
+    assert processed["metadata"]["actor"] == "processing-stage"
+    assert processed["metadata"]["request_id"] == "req-42"
+    assert processed["metadata"]["correlation_id"] == received["metadata"]["correlation_id"]
+    assert processed["metadata"]["causation_id"] == received["event_id"]
+
+
+@pytest.mark.parametrize("given", ["", "has space", "x" * 129, "caf\u00e9"])
+async def test_an_unusable_request_id_is_replaced_by_one_of_ours(
+    keyed: httpx.AsyncClient, given: str
+) -> None:
+    response = await keyed.get("/healthz", headers={"X-Request-ID": given.encode()})
+    echoed = response.headers["x-request-id"]
+    assert echoed != given
+    assert re.fullmatch(r"[0-9a-f-]{36}", echoed)
+
+
+@pytest.fixture
+def fresh_url(databases: Databases) -> str:
+    return databases.create()
+
+
+async def until(check: Callable[[], Any], within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_loopback_is_open_until_the_first_key_and_stays_closed_after_revoking_it(
+    fresh_url: str,
+) -> None:
+    settings = Settings(database_url=fresh_url, auth_cache_seconds=0.05)
+    async with running(create_app(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client,
+            await psycopg.AsyncConnection.connect(fresh_url, autocommit=True) as conn,
+        ):
+            assert (await client.get("/messages")).status_code == 200
+            issued = await create_key(conn, ["read"])
+
+            async def closed() -> bool:
+                return (await client.get("/messages")).status_code == 401
+
+            await until(closed)
+            assert (await client.get("/messages", headers=bearer(issued.token))).status_code == 200
+            await revoke_key(conn, issued.key.id)
+
+            async def refused() -> bool:
+                response = await client.get("/messages", headers=bearer(issued.token))
+                return response.status_code == 401
+
+            await until(refused)
+            # Revoking the last key does not reopen the service.
+            assert (await client.get("/messages")).status_code == 401
+
+
+async def test_a_non_loopback_service_is_closed_even_with_no_keys(fresh_url: str) -> None:
+    settings = Settings(database_url=fresh_url, host="0.0.0.0")
+    async with running(create_app(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            assert (await client.get("/messages")).status_code == 401
+            assert (await client.get("/readyz")).status_code == 200
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_verified_keys_are_remembered_for_the_ttl_then_looked_up_again(
+    fresh_url: str,
+) -> None:
+    clock = FakeClock()
+    async with (
+        await psycopg.AsyncConnection.connect(fresh_url, autocommit=True) as conn,
+        AsyncConnectionPool(fresh_url, min_size=1, max_size=2) as pool,
+    ):
+        issued = await create_key(conn, ["read", "write"])
+        access = Access(pool, loopback=False, ttl=5.0, clock=clock)
+        key = await access.verify(issued.token)
+        assert key is not None
+        assert key.scopes == {"read", "write"}
+        # Same id, another secret: the remembered hash does not match.
+        forged = issued.token[: -len(SECRET)] + SECRET
+        assert await access.verify(forged) is None
+        await revoke_key(conn, issued.key.id)
+        clock.now = 4.9
+        assert await access.verify(issued.token) is not None  # still remembered
+        clock.now = 5.0
+        assert await access.verify(issued.token) is None  # looked up again: revoked
+
+
+class CountingPool(AsyncConnectionPool):
+    """A real pool that counts how often a connection is taken from it."""
+
+    taken = 0
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        CountingPool.taken += 1
+        return super().connection(*args, **kwargs)
+
+
+async def test_concurrent_requests_with_an_expired_key_share_one_lookup(fresh_url: str) -> None:
+    clock = FakeClock()
+    async with (
+        await psycopg.AsyncConnection.connect(fresh_url, autocommit=True) as conn,
+        CountingPool(fresh_url, min_size=1, max_size=4) as pool,
+    ):
+        issued = await create_key(conn, ["read"])
+        access = Access(pool, loopback=True, ttl=5.0, clock=clock)
+        CountingPool.taken = 0
+        answers = await asyncio.gather(*(access.verify(issued.token) for _ in range(50)))
+        opened = await asyncio.gather(*(access.is_open() for _ in range(50)))
+        assert all(a is not None for a in answers)
+        assert opened == [False] * 50
+        assert CountingPool.taken == 2  # one key lookup, one "any key made?"
+
+
+async def test_options_needs_a_key_but_any_live_key_will_do(
+    keyed: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    assert_problem(await keyed.options("/messages"), 401)
+    answered = await keyed.options("/messages", headers=bearer(tokens["metrics"]))
+    assert answered.status_code in (200, 204)
+    assert "GET" in answered.headers["allow"]
