@@ -108,11 +108,31 @@ async def _create_shadow(conn: psycopg.AsyncConnection[Any], table: str, shadow:
             sql.Identifier(shadow), sql.Identifier(table)
         )
     )
+    await _grant_like(conn, table, shadow)
     # The primary key is needed while folding (upserts find rows by it); the
     # other indexes are built once the bulk of the rows is in.
     for index in await _indexes(conn, table):
         if index.primary:
             await _copy_index(conn, index, table, shadow)
+
+
+async def _grant_like(conn: psycopg.AsyncConnection[Any], table: str, shadow: str) -> None:
+    """Give the shadow the live table's grants: a new table has none, and
+    without them the service's own role would lose its read model at the swap."""
+    cur = await conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE a.grantee::regrole::text END,"
+        " a.privilege_type FROM pg_class c, aclexplode(c.relacl) a"
+        " WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+        (table,),
+    )
+    for grantee, privilege in await cur.fetchall():
+        await conn.execute(
+            sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(privilege),
+                sql.Identifier(shadow),
+                sql.SQL("PUBLIC") if grantee is None else sql.SQL(grantee),
+            )
+        )
 
 
 class _Index(msgspec.Struct, frozen=True):

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 from uuid_utils.compat import uuid7
 
 from commands.event_store import Append, append
 from domain.events import EventMetadata, SmsReceived, stream_of
 from migrations import migrate
-from projections.catalog import projectors
+from projections.catalog import projectors, read_models
+from projections.replay import replay
 from projections.runner import catch_up
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
@@ -83,3 +84,16 @@ def test_starting_as_the_service_role_finds_the_schema_current(url: str) -> None
     with psycopg.connect(service_url) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("smsq_service",)
     assert migrate(service_url) == []
+
+
+async def test_a_replay_keeps_the_service_roles_grants(url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as owner:
+        for model in read_models().values():
+            await replay(owner, model)
+    async with await as_service(url) as conn:
+        for table in ("sms_messages", "message_counters", "message_media", "media_blobs"):
+            await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+        while sum([await catch_up(conn, projector) for projector in projectors()]):
+            pass
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute("DELETE FROM sms_messages")
