@@ -185,6 +185,17 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def postmaster(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        parent = psutil.Process(int(row[0]) if row else -1).parent()
+    except psutil.Error:
+        return None
+    return parent.pid if parent is not None and "postgres" in parent.name() else None
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -35,10 +35,12 @@ from bench.harness import (
     load_note,
     port,
     postgres,
+    postmaster,
     process,
     ratio,
     stop_on_sigterm,
     table,
+    tree_cpu_seconds,
     verdict,
     wait_http,
 )
@@ -79,14 +81,32 @@ def served(kind: str, url: str | None, workers: int, logs: Path) -> Iterator[tup
         yield base, proc.pid
 
 
+class Maximum(NamedTuple):
+    run: Run
+    app_cpu: float
+    """CPU seconds the server's processes used during the run."""
+    db_cpu: float | None
+    """CPU seconds PostgreSQL's processes used (None: the server is not on this machine)."""
+
+    def per_request(self, cpu: float | None) -> str:
+        return "n/a" if cpu is None else f"{cpu / self.run.requests * 1e6:,.0f}"
+
+
 def maximum(
-    base: str, senders: Path, seconds: float, warm: float, spy: tuple[int, Path] | None = None
-) -> Run:
-    """Warm up, then measure; with `spy` (pid, file), py-spy samples the measured part."""
+    base: str,
+    senders: Path,
+    seconds: float,
+    warm: float,
+    pids: tuple[int, int | None],
+    spy: Path | None = None,
+) -> Maximum:
+    """Warm up, then measure; with `spy`, py-spy samples the server during the measured part."""
     wrk(base, "post_messages.lua", [str(senders), "0"], seconds=warm, connections=CONNECTIONS)
-    sampler = profile.record(spy[0], seconds, spy[1]) if spy else None
+    server, database = pids
+    sampler = profile.record(server, seconds, spy) if spy else None
+    app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
     try:
-        return wrk(
+        run = wrk(
             base,
             "post_messages.lua",
             [str(senders), "1000000"],
@@ -96,6 +116,9 @@ def maximum(
     finally:
         if sampler is not None:
             sampler.wait()
+    app = tree_cpu_seconds(server) - app
+    db = tree_cpu_seconds(database) - db if database and db is not None else None
+    return Maximum(run, app, db)
 
 
 class Watch:
@@ -205,6 +228,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
 
     raw = (args.profile or logs) / "ingest-smsq.pyspy.txt"
     runs: dict[str, Run] = {}
+    maxima: dict[str, Maximum] = {}
+    database = postmaster(smsq_url)
     halves: dict[str, openloop.Result] = {}
     watch = Watch(smsq_url)
     missing = 0
@@ -212,8 +237,9 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     for kind, url in (("echo", None), ("crud", crud_url), ("smsq", smsq_url)):
         with served(kind, url, args.workers, logs) as (base, pid):
             print(f"{kind}: maximum ({load_note()})", flush=True)
-            spy = (pid, raw) if args.profile and kind == "smsq" else None
-            runs[kind] = maximum(base, senders_file, seconds, warm, spy)
+            spy = raw if args.profile and kind == "smsq" else None
+            maxima[kind] = maximum(base, senders_file, seconds, warm, (pid, database), spy)
+            runs[kind] = maxima[kind].run
             if kind == "echo":
                 continue
             if kind == "smsq":
@@ -233,15 +259,38 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         ("crud", "plain CRUD (decode + INSERT)"),
         ("smsq", "smsq POST /messages"),
     ):
-        r = runs[kind]
+        r, m = runs[kind], maxima[kind]
         rows.append(
-            [label, r.rps, r.p50_ms, r.p99_ms, r.unexpected(201), ratio(runs["smsq"].rps, r.rps)]
+            [
+                label,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.unexpected(201),
+                m.per_request(m.app_cpu),
+                m.per_request(m.db_cpu),
+                ratio(runs["smsq"].rps, r.rps),
+            ]
         )
     print(
         f"Maximum, wrk closed loop, {CONNECTIONS} connections, {seconds} s, "
         f"{args.workers} granian worker(s):"
     )
-    print(table(["server", "req/s", "p50 ms", "p99 ms", "not 201", "smsq ÷ this"], rows))
+    print(
+        table(
+            [
+                "server",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "not 201",
+                "app CPU us/req",
+                "PostgreSQL CPU us/req",
+                "smsq / this",
+            ],
+            rows,
+        )
+    )
     print()
     rows = []
     for kind in ("crud", "smsq"):

@@ -47,18 +47,25 @@ async def child(url: str) -> None:
 
     me = psutil.Process()
     rss: list[float] = []
+    marks: list[float] = []
+
+    def progress(_: int) -> None:
+        rss.append(me.memory_info().rss / 2**20)
+        marks.append(time.perf_counter())
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
-        folded = await replay(
-            conn,
-            MessagesProjector(),
-            chunk=CHUNK,
-            progress=lambda _: rss.append(me.memory_info().rss / 2**20),
-        )
+        folded = await replay(conn, MessagesProjector(), chunk=CHUNK, progress=progress)
         elapsed = time.perf_counter() - started
-    print(
-        json.dumps({"folded": folded, "seconds": elapsed, "rss_first": rss[0], "rss_last": rss[-1]})
-    )
+    report = {
+        "folded": folded,
+        "seconds": elapsed,
+        # The log's last chunk is folded again at the swap: the bulk ends a mark earlier.
+        "folding": marks[-2 if len(marks) > 1 else -1] - started,
+        "rss_first": rss[0],
+        "rss_last": rss[-1],
+    }
+    print(json.dumps(report))
 
 
 def run_child(url: str) -> tuple[dict[str, Any], float, float]:
@@ -105,7 +112,7 @@ def raw_copy(url: str) -> tuple[int, float]:
         return len(rows), time.perf_counter() - started
 
 
-def bench(server: Server, quick: bool, events: int | None) -> int:
+def bench(server: Server, quick: bool, events: int | None, profile: bool) -> int:
     target = events or (100_000 if quick else 1_000_000)
     url = server.create("replay")
     started = time.perf_counter()
@@ -150,6 +157,11 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
             ],
         )
     )
+    folding = report["folding"]
+    print(
+        f"replay time: {folding:.1f} s folding the log in {CHUNK:,}-event chunks, "
+        f"{report['seconds'] - folding:.1f} s building the secondary indexes, swapping, analysing"
+    )
     print(
         f"replay memory: client RSS {report['rss_first']:.0f} MiB after the first chunk, "
         f"{report['rss_last']:.0f} MiB at the end, peak {peak_rss:.0f} MiB; "
@@ -171,7 +183,39 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
     ]
     print(table(["goal", "measured", "verdict"], goals))
     print(f"after the run: {load_note()}")
+    if profile:
+        print()
+        print(f"Where the server spends a {CHUNK:,}-event chunk (EXPLAIN ANALYZE of the fold):")
+        print(explain_chunk(url))
     return 0
+
+
+def explain_chunk(url: str) -> str:
+    """The fold's plan and timings for the log's first chunk, into a scratch shadow table."""
+    from psycopg import sql
+
+    from projections.log import IN_RANGE, START
+    from projections.messages import _FOLD
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT tx_id::text, position FROM events ORDER BY tx_id, position OFFSET %s LIMIT 1",
+            (CHUNK - 1,),
+        ).fetchone()
+        assert row is not None
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("CREATE TABLE explain_target (LIKE sms_messages INCLUDING DEFAULTS)")
+        conn.execute("ALTER TABLE explain_target ADD PRIMARY KEY (id)")
+        statement = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) " + _FOLD).format(
+            table=sql.Identifier("explain_target"), in_range=sql.SQL(IN_RANGE)
+        )
+        params = {
+            "lo_tx": START.tx_id,
+            "lo_pos": START.position,
+            "hi_tx": int(row[0]),
+            "hi_pos": row[1],
+        }
+        return "\n".join(r[0] for r in conn.execute(statement, params))
 
 
 def main() -> None:
@@ -180,11 +224,14 @@ def main() -> None:
         return
     parser = arguments(__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, help="events in the log (half of them messages)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also show the plan and timings of one chunk's fold"
+    )
     args = parser.parse_args()
     stop_on_sigterm()
     with postgres(args.database_url) as server:
         header("Replay: rebuilding sms_messages", server)
-        raise SystemExit(bench(server, args.quick, args.events))
+        raise SystemExit(bench(server, args.quick, args.events, args.profile))
 
 
 if __name__ == "__main__":
