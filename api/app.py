@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.health import healthz, readyz
 from api.lifecycle import background
 from api.messages import MessagesController
+from api.pooling import check_if_disturbed
 from api.problems import exception_handlers
 from api.services import Services, provide_services
 from api.settings import Settings, load_settings
@@ -35,7 +36,7 @@ def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool
         open=False,
         # A connection broken by a database restart is noticed here and
         # replaced, instead of failing the request that drew it.
-        check=AsyncConnectionPool.check_connection,
+        check=check_if_disturbed,
         kwargs={
             "autocommit": True,
             # A transaction left open anywhere holds every projector back
