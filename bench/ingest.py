@@ -4,7 +4,8 @@
 
 One run, one machine, one PostgreSQL, the same granian settings for all three:
 1. maximum throughput of each server with wrk (closed loop, a new sender on
-   every request so the rate limit is never what is measured);
+   every request so the rate limit is never what is measured), in rounds
+   that interleave the three servers (3 by default), reporting the median;
 2. then, for smsq and plain CRUD, an open-loop run at half of that server's
    own maximum: latency counted from when each request was due, and for
    smsq the time from each 201 to the message's row being visible to
@@ -14,6 +15,7 @@ One run, one machine, one PostgreSQL, the same granian settings for all three:
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +54,7 @@ from tests.support.servers import SMSQ
 DEFAULT_WORKERS = 1
 CONNECTIONS = 64
 WATCH_EVERY = 4
+SKIP = 4 * CONNECTIONS
 # The profile summary keeps the project's frames and the libraries it leans on.
 PROFILE_KEEP = ("api/", "commands/", "domain/", "projections/", "litestar", "psycopg", "msgspec")
 
@@ -94,14 +97,24 @@ class Maximum(NamedTuple):
 
 def maximum(
     base: str,
-    senders: Path,
+    senders: tuple[Path, int],
     seconds: float,
     warm: float,
     pids: tuple[int, int | None],
     spy: Path | None = None,
-) -> Maximum:
-    """Warm up, then measure; with `spy`, py-spy samples the server during the measured part."""
-    wrk(base, "post_messages.lua", [str(senders), "0"], seconds=warm, connections=CONNECTIONS)
+) -> tuple[Maximum, int]:
+    """Warm up, then measure; with `spy`, py-spy samples the server during the measured part.
+
+    `senders` is the file and where to start in it; returns where the next run starts,
+    so that across runs each sender comes round again only after the whole list.
+    """
+    file, offset = senders
+    warmed = wrk(
+        base, "post_messages.lua", [str(file), str(offset)], seconds=warm, connections=CONNECTIONS
+    )
+    # Requests still in flight when wrk stopped were sent but not counted: skip
+    # past them, or the next run would repeat them (and meet deduplication).
+    offset += warmed.requests + SKIP
     server, database = pids
     sampler = profile.record(server, seconds, spy) if spy else None
     app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
@@ -109,7 +122,7 @@ def maximum(
         run = wrk(
             base,
             "post_messages.lua",
-            [str(senders), "1000000"],
+            [str(file), str(offset)],
             seconds=seconds,
             connections=CONNECTIONS,
         )
@@ -118,7 +131,7 @@ def maximum(
             sampler.wait()
     app = tree_cpu_seconds(server) - app
     db = tree_cpu_seconds(database) - db if database and db is not None else None
-    return Maximum(run, app, db)
+    return Maximum(run, app, db), offset + run.requests + SKIP
 
 
 class Watch:
@@ -210,6 +223,10 @@ def backlog(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def median_run(runs: list[Maximum]) -> Maximum:
+    return sorted(runs, key=lambda m: m.run.rps)[len(runs) // 2]
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
@@ -222,35 +239,46 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         conn.execute(CRUD_TABLE)
     smsq_url = server.create("ingest")
     senders_file = logs / "senders.txt"
-    # Enough senders that none is used more than twice a minute at any rate here.
-    senders_file.write_text("\n".join(phones(20_000 if args.quick else 80_000, seed=1)) + "\n")
+    # Cycled through across every run: at up to 5,000 req/s a sender comes round
+    # again after 20 s at the soonest, 3 times a minute, under the limit of 5.
+    senders_file.write_text("\n".join(phones(100_000, seed=1)) + "\n")
     half_senders = phones(10_000 if args.quick else 40_000, seed=2)
 
     raw = (args.profile or logs) / "ingest-smsq.pyspy.txt"
-    runs: dict[str, Run] = {}
-    maxima: dict[str, Maximum] = {}
+    rounds: dict[str, list[Maximum]] = {"echo": [], "crud": [], "smsq": []}
     database = postmaster(smsq_url)
     halves: dict[str, openloop.Result] = {}
     watch = Watch(smsq_url)
     missing = 0
     behind = 0
-    for kind, url in (("echo", None), ("crud", crud_url), ("smsq", smsq_url)):
-        with served(kind, url, args.workers, logs) as (base, pid):
-            print(f"{kind}: maximum ({load_note()})", flush=True)
-            spy = raw if args.profile and kind == "smsq" else None
-            maxima[kind] = maximum(base, senders_file, seconds, warm, (pid, database), spy)
-            runs[kind] = maxima[kind].run
-            if kind == "echo":
-                continue
-            if kind == "smsq":
-                behind = backlog(smsq_url)
-                caught_up(smsq_url)
-            rate = runs[kind].rps / 2
-            print(f"{kind}: open loop at {rate:,.0f}/s ({load_note()})", flush=True)
-            halves[kind], missed = asyncio.run(
-                half_load(base, rate, half_seconds, half_senders, watch if kind == "smsq" else None)
-            )
-            missing += missed
+    offset = 0
+    # Rounds interleave the servers, so a burst of other work on the machine
+    # lands on all three rather than on one; the medians are reported.
+    for round_ in range(1, args.rounds + 1):
+        last = round_ == args.rounds
+        for kind, url in (("echo", None), ("crud", crud_url), ("smsq", smsq_url)):
+            with served(kind, url, args.workers, logs) as (base, pid):
+                print(f"round {round_}, {kind}: maximum ({load_note()})", flush=True)
+                spy = raw if args.profile and kind == "smsq" and last else None
+                measured, offset = maximum(
+                    base, (senders_file, offset), seconds, warm, (pid, database), spy
+                )
+                rounds[kind].append(measured)
+                if kind == "echo" or not last:
+                    continue
+                if kind == "smsq":
+                    behind = backlog(smsq_url)
+                    caught_up(smsq_url)
+                rate = statistics.median(m.run.rps for m in rounds[kind]) / 2
+                print(f"{kind}: open loop at {rate:,.0f}/s ({load_note()})", flush=True)
+                halves[kind], missed = asyncio.run(
+                    half_load(
+                        base, rate, half_seconds, half_senders, watch if kind == "smsq" else None
+                    )
+                )
+                missing += missed
+    maxima = {kind: median_run(runs) for kind, runs in rounds.items()}
+    runs = {kind: m.run for kind, m in maxima.items()}
 
     print()
     rows = []
@@ -266,15 +294,16 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
-                r.unexpected(201),
+                r.describe_unexpected(201),
                 m.per_request(m.app_cpu),
                 m.per_request(m.db_cpu),
                 ratio(runs["smsq"].rps, r.rps),
+                " / ".join(f"{x.run.rps:,.0f}" for x in rounds[kind]),
             ]
         )
     print(
         f"Maximum, wrk closed loop, {CONNECTIONS} connections, {seconds} s, "
-        f"{args.workers} granian worker(s):"
+        f"{args.workers} granian worker(s), median of {args.rounds} round(s):"
     )
     print(
         table(
@@ -287,6 +316,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 "app CPU us/req",
                 "PostgreSQL CPU us/req",
                 "smsq / this",
+                "req/s by round",
             ],
             rows,
         )
@@ -342,12 +372,19 @@ def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="granian workers")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        help="maximum runs per server, interleaved; the median is reported"
+        " (default 3, 1 with --quick)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
         help="sample smsq serve with py-spy during its maximum run; raw stacks go to DIR",
     )
     args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
     stop_on_sigterm()
     with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
         header("Ingest: POST /messages", server)

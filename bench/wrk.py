@@ -34,6 +34,14 @@ class Run:
     def unexpected(self, expected: int) -> int:
         return self.errors + sum(n for s, n in self.statuses.items() if s != expected)
 
+    def describe_unexpected(self, expected: int) -> str:
+        """Zero, or how many unexpected answers and what: "12 (429: 10, socket errors: 2)"."""
+        parts = [f"{s}: {n}" for s, n in sorted(self.statuses.items()) if s != expected]
+        if self.errors:
+            parts.append(f"socket errors: {self.errors}")
+        total = self.unexpected(expected)
+        return f"{total} ({', '.join(parts)})" if parts else "0"
+
 
 def wrk(
     url: str,
