@@ -51,12 +51,17 @@ def arguments(description: str) -> argparse.ArgumentParser:
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` below runs."""
+    """SIGTERM unwinds like Ctrl-C, so every `finally` below runs.
+
+    SIGINT is set to raise too: a shell starts background jobs with it ignored,
+    and Python then leaves it so.
+    """
 
     def _raise(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Server:

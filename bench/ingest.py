@@ -248,6 +248,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     rounds: dict[str, list[Maximum]] = {"echo": [], "crud": [], "smsq": []}
     database = postmaster(smsq_url)
     halves: dict[str, openloop.Result] = {}
+    half_cpu: dict[str, float] = {}
     watch = Watch(smsq_url)
     missing = 0
     behind = 0
@@ -271,11 +272,13 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                     caught_up(smsq_url)
                 rate = statistics.median(m.run.rps for m in rounds[kind]) / 2
                 print(f"{kind}: open loop at {rate:,.0f}/s ({load_note()})", flush=True)
+                busy = tree_cpu_seconds(pid)
                 halves[kind], missed = asyncio.run(
                     half_load(
                         base, rate, half_seconds, half_senders, watch if kind == "smsq" else None
                     )
                 )
+                half_cpu[kind] = tree_cpu_seconds(pid) - busy
                 missing += missed
     maxima = {kind: median_run(runs) for kind, runs in rounds.items()}
     runs = {kind: m.run for kind, m in maxima.items()}
@@ -333,13 +336,26 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 h.percentile(50) * 1000,
                 h.percentile(99) * 1000,
                 h.sent - h.statuses.get(201, 0),
+                f"{100 * half_cpu[kind] / h.elapsed:.0f} %",
+                f"{half_cpu[kind] / max(1, h.sent) * 1e6:,.0f}",
                 f"{100 * h.cpu_share:.0f} %",
             ]
         )
     print(f"Half of each server's maximum, open loop, {half_seconds} s:")
     print(
         table(
-            ["server", "target/s", "done/s", "p50 ms", "p99 ms", "not 201", "generator CPU"], rows
+            [
+                "server",
+                "target/s",
+                "done/s",
+                "p50 ms",
+                "p99 ms",
+                "not 201",
+                "server CPU (of one core)",
+                "app CPU us/req",
+                "generator CPU",
+            ],
+            rows,
         )
     )
     print()

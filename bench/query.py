@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import psycopg
 
-from bench import openloop
+from bench import openloop, profile
 from bench.datagen import copy_messages, message_rows, phones
 from bench.harness import (
     Server,
@@ -41,6 +41,8 @@ from tests.support.servers import SMSQ
 
 CONNECTIONS = 16
 DEEP = 9990  # page 1000 at the default limit of 10
+PROFILED = "status=processed, first page"
+PROFILE_KEEP = ("api/", "projections/", "litestar", "psycopg", "msgspec")
 
 
 def scenarios(senders: list[str]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -126,6 +128,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         ).fetchone()
     print(f"the busiest sender has {busiest[0] if busiest else 0:,} messages", flush=True)
 
+    raw = (args.profile or logs) / "query-smsq.pyspy.txt"
     listen = free_port()
     base = f"http://127.0.0.1:{listen}"
     env = {"SMSQ_DATABASE_URL": url, "SMSQ_PORT": str(listen), "SMSQ_LOG_LEVEL": "WARNING"}
@@ -139,7 +142,11 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             file.write_text("\n".join(paths) + "\n")
             print(f"{name} ({load_note()})", flush=True)
             wrk(base, "get_paths.lua", [str(file)], seconds=1, connections=CONNECTIONS)
+            profiled = args.profile and name == PROFILED
+            sampler = profile.record(proc.pid, seconds, raw) if profiled else None
             run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
+            if sampler is not None:
+                sampler.wait()
             requests = [openloop.get(p) for p in paths]
             half = asyncio.run(
                 openloop.run(
@@ -203,12 +210,22 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         goals.append([f"{deep} <= 3x first page", f"{slower:.2f}x", verdict(slower <= 3)])
     print(table(["goal", "measured", "verdict"], goals))
     print(f"after the run: {load_note()}")
+    if args.profile:
+        print()
+        print(f"Profile of smsq serve during the maximum run of {PROFILED!r} (py-spy, {raw}):")
+        print(profile.summary(raw, keep=PROFILE_KEEP))
     return 0
 
 
 def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, help="messages in the read model")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help=f"sample smsq serve with py-spy during {PROFILED!r}; raw stacks go to DIR",
+    )
     args = parser.parse_args()
     stop_on_sigterm()
     with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,8 @@
     uv run --group bench python -m bench.replay [--quick] [--events N]
 
 The log is seeded with COPY (deterministic, tests/support/seed.py: each
-message an SmsReceived and an SmsProcessed, interleaved as a busy log is).
+message an SmsReceived and an SmsProcessed, interleaved as a busy log is),
+100 events per transaction, as group commits write it.
 The replay runs `projections.replay.replay`, what `smsq replay` runs, in a
 child process so that its peak RSS is its own. The yardstick then COPYs the
 very rows the replay produced, held in Python, into an empty table with the
@@ -13,6 +14,7 @@ same indexes, as a client-side bulk load would.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -38,6 +40,7 @@ from bench.harness import (
 from tests.support.seed import copy_events, message_events
 
 CHUNK = 50_000
+PER_TRANSACTION = 100
 
 
 async def child(url: str) -> None:
@@ -112,12 +115,27 @@ def raw_copy(url: str) -> tuple[int, float]:
         return len(rows), time.perf_counter() - started
 
 
+def seed_log(url: str, messages: int) -> int:
+    """COPY the log in transactions of `PER_TRANSACTION` events, as group commits write it.
+
+    (Readers order the log by transaction id; one transaction for everything
+    would make a log unlike any the service writes.)
+    """
+    events = message_events(messages, seed=11, processed=1.0)
+    written = 0
+    with psycopg.connect(url) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.commit()
+        while batch := list(itertools.islice(events, PER_TRANSACTION)):
+            written += copy_events(conn, iter(batch))
+    return written
+
+
 def bench(server: Server, quick: bool, events: int | None, profile: bool) -> int:
     target = events or (100_000 if quick else 1_000_000)
     url = server.create("replay")
     started = time.perf_counter()
-    with psycopg.connect(url) as conn:
-        written = copy_events(conn, message_events(target // 2, seed=11, processed=1.0))
+    written = seed_log(url, target // 2)
     seeded = time.perf_counter() - started
     print(f"seeded {written:,} events with COPY in {seeded:.1f} s ({written / seeded:,.0f}/s)")
     with psycopg.connect(url, autocommit=True) as conn:
