@@ -217,7 +217,8 @@ def explain_chunk(url: str) -> str:
 
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT tx_id::text, position FROM events ORDER BY tx_id, position OFFSET %s LIMIT 1",
+            "SELECT e.tx_id::text, e.position FROM events AS e"
+            " ORDER BY e.tx_id, e.position OFFSET %s LIMIT 1",
             (CHUNK - 1,),
         ).fetchone()
         assert row is not None
