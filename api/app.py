@@ -24,6 +24,7 @@ from api.media_files import media_file
 from api.messages import MessagesController
 from api.metrics import metrics
 from api.observe import RequestObserver
+from api.pooling import check_if_disturbed
 from api.problems import exception_handlers
 from api.process_metrics import ProcessMetrics
 from api.services import Services, provide_services
@@ -50,7 +51,7 @@ def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool
         open=False,
         # A connection broken by a database restart is noticed here and
         # replaced, instead of failing the request that drew it.
-        check=AsyncConnectionPool.check_connection,
+        check=check_if_disturbed,
         kwargs={
             "autocommit": True,
             # A transaction left open anywhere holds every projector back

@@ -61,17 +61,31 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.json.decode(self.data, type=EVENT_TYPES[self.type])
 
 
+# One JSON document for the whole append, encoded by msgspec in one call: far
+# cheaper for the client than dumping eight parallel arrays element by element.
 _INSERT = """
 INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)
 SELECT e.stream_id, e.version, e.event_id, e.type, e.schema_version, e.data, e.metadata
-FROM unnest(%s::text[], %s::int[], %s::int[], %s::uuid[], %s::text[], %s::int2[],
-            %s::text[]::jsonb[], %s::text[]::jsonb[])
-     AS e(stream_id, expected, version, event_id, type, schema_version, data, metadata)
+FROM jsonb_to_recordset(%s::jsonb)
+     AS e(stream_id text, expected int, version int, event_id uuid, type text,
+          schema_version int2, data jsonb, metadata jsonb)
 -- A stream behind the expected version would otherwise get a gap in its versions.
 WHERE e.expected = 0
    OR EXISTS (SELECT 1 FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.expected)
 RETURNING position
 """
+
+
+class _Row(msgspec.Struct, frozen=True):
+    stream_id: str
+    expected: int
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    data: Event
+    metadata: EventMetadata
+
 
 recorded_columns = (
     "position, stream_id, version, event_id, type, schema_version,"
@@ -87,34 +101,30 @@ async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) 
     In pipeline mode, appends that only start new streams are not waited for:
     a conflict (a reused message id) then surfaces when the pipeline syncs.
     """
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-    for a in appends:
-        metadata = msgspec.json.encode(a.metadata).decode()
-        ids = a.event_ids or [uuid7() for _ in a.events]
-        for offset, (event, event_id) in enumerate(zip(a.events, ids, strict=True), start=1):
-            for column, value in zip(
-                columns,
-                (
-                    a.stream_id,
-                    a.expected_version,
-                    a.expected_version + offset,
-                    event_id,
-                    event.TYPE,
-                    event.SCHEMA_VERSION,
-                    msgspec.json.encode(event).decode(),
-                    metadata,
-                ),
-                strict=True,
-            ):
-                column.append(value)
+    rows = [
+        _Row(
+            a.stream_id,
+            a.expected_version,
+            a.expected_version + offset,
+            event_id,
+            event.TYPE,
+            event.SCHEMA_VERSION,
+            event,
+            a.metadata,
+        )
+        for a in appends
+        for offset, (event, event_id) in enumerate(
+            zip(a.events, a.event_ids or [uuid7() for _ in a.events], strict=True), start=1
+        )
+    ]
     existing = [a for a in appends if a.expected_version > 0]
     try:
-        cur = await conn.execute(_INSERT, columns)
+        cur = await conn.execute(_INSERT, (msgspec.json.encode(rows).decode(),))
         if existing:
             inserted = len(await cur.fetchall())
     except errors.UniqueViolation as error:
         raise _conflict(error, appends) from error
-    if existing and inserted != len(columns[0]):
+    if existing and inserted != len(rows):
         raise ConcurrencyConflict(existing[0].stream_id, existing[0].expected_version)
 
 

@@ -82,9 +82,12 @@ SELECT actor, key, request_hash, status, message_id FROM idempotency_keys
 WHERE (actor, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 
+# The accepted events themselves, as one JSON document (see event_store._INSERT).
 _REMEMBER = """
 INSERT INTO sender_window (sender, received_at, message_id, recipient, text)
-SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::uuid[], %s::text[], %s::text[])
+SELECT e."from", e.received_at, e.message_id, e."to", e.message
+FROM jsonb_to_recordset(%s::jsonb)
+     AS e("from" text, received_at timestamptz, message_id uuid, "to" text, message text)
 """
 
 _STORE_KEYS = """
@@ -150,16 +153,7 @@ async def receive_batch(
                 new_keys.append((key.actor, key.key, key.request_hash, status, message_id))
 
         if accepted:
-            await conn.execute(
-                _REMEMBER,
-                (
-                    [e.sender for e in accepted],
-                    [e.received_at for e in accepted],
-                    [e.message_id for e in accepted],
-                    [e.recipient for e in accepted],
-                    [e.text for e in accepted],
-                ),
-            )
+            await conn.execute(_REMEMBER, (msgspec.json.encode(accepted).decode(),))
         if new_keys:
             await conn.execute(_STORE_KEYS, tuple(map(list, zip(*new_keys, strict=True))))
         if appends:

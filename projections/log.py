@@ -31,8 +31,11 @@ IN_RANGE = """
 AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
 """
 
+# The outer ORDER BY names the subquery's columns: a bare `tx_id` there would
+# be the output column `tx_id::text`, and ids sort differently as text ('999'
+# after '1000'), which ended ranges early and miscounted them.
 _NEXT = """
-SELECT tx_id::text, position, count(*) OVER ()
+SELECT ahead.tx_id::text, ahead.position, count(*) OVER ()
 FROM (
     SELECT tx_id, position FROM events
     WHERE (tx_id, position) > (%s::text::xid8, %s)
@@ -40,7 +43,7 @@ FROM (
     ORDER BY tx_id, position
     LIMIT %s
 ) AS ahead
-ORDER BY tx_id DESC, position DESC
+ORDER BY ahead.tx_id DESC, ahead.position DESC
 LIMIT 1
 """
 

@@ -99,11 +99,13 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_interval: float = 0.5,
+        linger: float = 0.01,
     ) -> None:
         self._url = url
         self._projectors = list(projectors)
         self._batch_size = batch_size
         self._poll = poll_interval
+        self._linger = linger
         self._wake = {p.name: asyncio.Event() for p in self._projectors}
         self._stopping = asyncio.Event()
 
@@ -152,7 +154,12 @@ class ProjectionRunner:
                 await self._sleep(wake, 1.0)
                 continue
             if count:
-                continue  # there may be more right behind this batch
+                # There may be more right behind this batch. A short pause first
+                # lets a steady trickle be folded a batch per transaction instead
+                # of one transaction (and one WAL flush) per event.
+                if count < self._batch_size:
+                    await self._sleep(self._stopping, self._linger)
+                continue
             await self._sleep(wake, self._poll)
 
     async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:

@@ -31,10 +31,10 @@ async def until(client: httpx.AsyncClient, path: str, ready: Any, within: float 
         await asyncio.sleep(0.01)
 
 
-async def test_a_message_goes_received_stored_processed_within_a_second(
-    client: httpx.AsyncClient,
-) -> None:
-    started = time.monotonic()
+async def test_a_message_goes_received_stored_processed(client: httpx.AsyncClient) -> None:
+    # How fast is a benchmark's question (bench/ingest.py measures the lag);
+    # the deadline here only keeps a stuck pipeline from hanging the suite.
+    deadline = time.monotonic() + 10
     created = await post(client, random_phone(), "+447911123456", "Grüße 👋")
     assert created["status"] == "received"
     seen = [created["status"]]
@@ -43,7 +43,7 @@ async def test_a_message_goes_received_stored_processed_within_a_second(
         status = (await client.get(path)).json()["status"]
         if status != seen[-1]:
             seen.append(status)
-        assert time.monotonic() - started < 1.0, seen
+        assert time.monotonic() < deadline, seen
         await asyncio.sleep(0.005)
     assert seen in (["received", "stored", "processed"], ["received", "processed"])
     message = (await client.get(path)).json()

@@ -1,0 +1,285 @@
+"""What every benchmark shares: its own databases, its own processes, a table.
+
+A benchmark never touches the user's data: it starts an embedded PostgreSQL
+in a temporary directory (deleted afterwards), or, given an admin URL
+(`--database-url` or `SMSQ_BENCH_DATABASE_URL`, a role allowed to create
+databases), creates databases of its own there and drops them at the end.
+Every process it starts runs in a session of its own and is killed with its
+children on the way out, Ctrl-C and errors included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from uuid_utils.compat import uuid4
+
+from migrations import migrate
+from tests.support.servers import free_port
+
+URL_VARIABLE = "SMSQ_BENCH_DATABASE_URL"
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick", action="store_true", help="a short smoke run: small data, short phases"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(URL_VARIABLE),
+        help=f"admin URL of a PostgreSQL to create throwaway databases on "
+        f"(default: ${URL_VARIABLE}, else an embedded server in a temporary directory)",
+    )
+    return parser
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` below runs.
+
+    SIGINT is set to raise too: a shell starts background jobs with it ignored,
+    and Python then leaves it so.
+    """
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class Server:
+    """A PostgreSQL to make throwaway databases on."""
+
+    def __init__(self, admin_url: str, embedded: bool) -> None:
+        self.admin_url = admin_url
+        self.embedded = embedded
+        self._made: list[str] = []
+
+    def url(self, name: str) -> str:
+        return make_conninfo(self.admin_url, dbname=name)
+
+    def create(self, purpose: str, *, migrated: bool = True) -> str:
+        name = f"smsq_bench_{purpose}_{uuid4().hex[:8]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self._made.append(name)
+        url = self.url(name)
+        if migrated:
+            migrate(url)
+        return url
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for name in self._made:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        self._made.clear()
+
+    def describe(self) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT current_setting('server_version'), current_setting('shared_buffers'),"
+                " current_setting('synchronous_commit'), current_setting('fsync')"
+            ).fetchone()
+        assert row is not None
+        where = "embedded" if self.embedded else "given URL"
+        return (
+            f"PostgreSQL {row[0]} ({where}), shared_buffers {row[1]},"
+            f" synchronous_commit {row[2]}, fsync {row[3]}"
+        )
+
+
+@contextmanager
+def postgres(admin_url: str | None) -> Iterator[Server]:
+    if admin_url:
+        server = Server(admin_url, embedded=False)
+        try:
+            yield server
+        finally:
+            server.drop_all()
+        return
+    from api.embedded import embedded_server
+
+    with (
+        tempfile.TemporaryDirectory(prefix="smsq-bench-") as tmp,
+        embedded_server(Path(tmp), database="postgres", cleanup="delete") as url,
+    ):
+        yield Server(url, embedded=True)
+
+
+@contextmanager
+def process(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in a session of its own, stopped (then killed) with all its children."""
+    out = log.open("ab") if log else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s:\n{log.read_text()}")
+
+
+def port() -> int:
+    return free_port()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its children (alive ones)."""
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def postmaster(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        parent = psutil.Process(int(row[0]) if row else -1).parent()
+    except psutil.Error:
+        return None
+    return parent.pid if parent is not None and "postgres" in parent.name() else None
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    cpus = os.cpu_count() or 1
+    busy = " (BUSY: other work is running, figures will be noisy)" if one > 0.5 * cpus else ""
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min){busy}"
+
+
+def header(title: str, server: Server | None = None) -> None:
+    print(f"# {title}")
+    print(f"machine: {machine()}")
+    if server is not None:
+        print(f"database: {server.describe()}")
+    print(f"before the run: {load_note()}")
+    print(flush=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table, numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if n else "-" * (w + 2)
+            for w, n in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(headers), rule, *(line(r) for r in cells)])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        if value >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _is_number(text: str) -> bool:
+    return text.replace(",", "").replace(".", "").replace("x", "").replace("-", "").isdigit()
+
+
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else "n/a"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        sys.exit(f"{tool} is required for this benchmark and was not found on PATH: {hint}")
+    return path

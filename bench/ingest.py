@@ -1,0 +1,411 @@
+"""Ingest and projection lag: POST /messages against plain CRUD and an echo ceiling.
+
+    uv run --group bench python -m bench.ingest [--quick] [--workers N]
+
+One run, one machine, one PostgreSQL, the same granian settings for all three:
+1. maximum throughput of each server with wrk (closed loop, a new sender on
+   every request so the rate limit is never what is measured), in rounds
+   that interleave the three servers (3 by default), reporting the median;
+2. then, for smsq and plain CRUD, an open-loop run at half of that server's
+   own maximum: latency counted from when each request was due, and for
+   smsq the time from each 201 to the message's row being visible to
+   GET /messages (every 4th message is watched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import msgspec
+import psycopg
+
+from bench import openloop, profile
+from bench.apps import CRUD_TABLE
+from bench.datagen import phones
+from bench.harness import (
+    Server,
+    arguments,
+    header,
+    load_note,
+    port,
+    postgres,
+    postmaster,
+    process,
+    ratio,
+    stop_on_sigterm,
+    table,
+    tree_cpu_seconds,
+    verdict,
+    wait_http,
+)
+from bench.wrk import Run, wrk
+from tests.support.servers import SMSQ
+
+# Two cores: one worker process leaves the other core to PostgreSQL and the
+# load generator (bench/README.md has the measurements behind this choice).
+DEFAULT_WORKERS = 1
+CONNECTIONS = 64
+WATCH_EVERY = 4
+SKIP = 4 * CONNECTIONS
+# The profile summary keeps the project's frames and the libraries it leans on.
+PROFILE_KEEP = ("api/", "commands/", "domain/", "projections/", "litestar", "psycopg", "msgspec")
+
+
+@contextmanager
+def served(kind: str, url: str | None, workers: int, logs: Path) -> Iterator[tuple[str, int]]:
+    """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid."""
+    listen = port()
+    log = logs / f"{kind}.log"
+    if kind == "smsq":
+        argv = [SMSQ, "serve"]
+        env = {
+            "SMSQ_DATABASE_URL": url or "",
+            "SMSQ_PORT": str(listen),
+            "SMSQ_WORKERS": str(workers),
+            "SMSQ_LOG_LEVEL": "WARNING",
+        }
+        ready = "/readyz"
+    else:
+        argv = [sys.executable, "-m", "bench.apps", kind, "--port", str(listen)]
+        argv += ["--workers", str(workers)]
+        env = {"SMSQ_DATABASE_URL": url or ""}
+        ready = "/healthz"
+    with process(argv, env=env, log=log) as proc:
+        base = f"http://127.0.0.1:{listen}"
+        wait_http(base + ready, proc, log)
+        yield base, proc.pid
+
+
+class Maximum(NamedTuple):
+    run: Run
+    app_cpu: float
+    """CPU seconds the server's processes used during the run."""
+    db_cpu: float | None
+    """CPU seconds PostgreSQL's processes used (None: the server is not on this machine)."""
+
+    def per_request(self, cpu: float | None) -> str:
+        return "n/a" if cpu is None else f"{cpu / self.run.requests * 1e6:,.0f}"
+
+
+def maximum(
+    base: str,
+    senders: tuple[Path, int],
+    seconds: float,
+    warm: float,
+    pids: tuple[int, int | None],
+    spy: Path | None = None,
+) -> tuple[Maximum, int]:
+    """Warm up, then measure; with `spy`, py-spy samples the server during the measured part.
+
+    `senders` is the file and where to start in it; returns where the next run starts,
+    so that across runs each sender comes round again only after the whole list.
+    """
+    file, offset = senders
+    warmed = wrk(
+        base, "post_messages.lua", [str(file), str(offset)], seconds=warm, connections=CONNECTIONS
+    )
+    # Requests still in flight when wrk stopped were sent but not counted: skip
+    # past them, or the next run would repeat them (and meet deduplication).
+    offset += warmed.requests + SKIP
+    server, database = pids
+    sampler = profile.record(server, seconds, spy) if spy else None
+    app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
+    try:
+        run = wrk(
+            base,
+            "post_messages.lua",
+            [str(file), str(offset)],
+            seconds=seconds,
+            connections=CONNECTIONS,
+        )
+    finally:
+        if sampler is not None:
+            sampler.wait()
+    app = tree_cpu_seconds(server) - app
+    db = tree_cpu_seconds(database) - db if database and db is not None else None
+    return Maximum(run, app, db), offset + run.requests + SKIP
+
+
+class Watch:
+    """Every few 201s, the moment the message's row shows in the read model."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pending: dict[UUID, float] = {}
+        self.lags: list[float] = []
+        self.closing = False
+
+    def on_response(self, i: int, status: int, body: bytes, at: float) -> None:
+        if status == 201 and i % WATCH_EVERY == 0:
+            self.pending[UUID(msgspec.json.decode(body)["id"])] = at
+
+    async def run(self, deadline_after_close: float = 30) -> int:
+        """Poll until closed and nothing is pending; returns how many never showed."""
+        loop = asyncio.get_running_loop()
+        give_up = None
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            while not (self.closing and not self.pending):
+                if self.closing and give_up is None:
+                    give_up = loop.time() + deadline_after_close
+                if give_up is not None and loop.time() > give_up:
+                    break
+                if self.pending:
+                    polled = loop.time()
+                    cur = await conn.execute(
+                        "SELECT id FROM sms_messages WHERE id = ANY(%s)", (list(self.pending),)
+                    )
+                    for (found,) in await cur.fetchall():
+                        self.lags.append(max(0.0, polled - self.pending.pop(found)))
+                await asyncio.sleep(0.002)
+        return len(self.pending)
+
+
+async def half_load(
+    base: str, rate: float, seconds: float, senders: list[str], watch: Watch | None
+) -> tuple[openloop.Result, int]:
+    host, listen = base.removeprefix("http://").split(":")
+
+    def build(i: int) -> bytes:
+        body = msgspec.json.encode(
+            {"from": senders[i % len(senders)], "to": "+447911123456", "message": f"half {i}"}
+        )
+        return openloop.post("/messages", body)
+
+    watcher = asyncio.create_task(watch.run()) if watch else None
+    result = await openloop.run(
+        host,
+        int(listen),
+        rate=rate,
+        seconds=seconds,
+        build=build,
+        on_response=watch.on_response if watch else None,
+    )
+    missing = 0
+    if watch and watcher:
+        watch.closing = True
+        missing = await watcher
+    return result, missing
+
+
+def caught_up(url: str, timeout: float = 120) -> None:
+    """Wait until every projector has folded everything committed (the max run's backlog)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM events e"
+                " WHERE (e.tx_id, e.position) > (c.tx_id, c.position))), count(*)"
+                " FROM projection_checkpoints c"
+            ).fetchone()
+            if row is not None and row[0] == 0 and row[1] >= 2:
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"projectors did not catch up within {timeout} s")
+
+
+def backlog(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(max((SELECT count(*) FROM events e"
+            " WHERE (e.tx_id, e.position) > (c.tx_id, c.position))), 0)"
+            " FROM projection_checkpoints c"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def median_run(runs: list[Maximum]) -> Maximum:
+    return sorted(runs, key=lambda m: m.run.rps)[len(runs) // 2]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def bench(server: Server, args: Any, logs: Path) -> int:
+    seconds, warm, half_seconds = (5, 2, 8) if args.quick else (15, 3, 20)
+    crud_url = server.create("crud")
+    with psycopg.connect(crud_url, autocommit=True) as conn:
+        conn.execute(CRUD_TABLE)
+    smsq_url = server.create("ingest")
+    senders_file = logs / "senders.txt"
+    # Cycled through across every run: at up to 5,000 req/s a sender comes round
+    # again after 20 s at the soonest, 3 times a minute, under the limit of 5.
+    senders_file.write_text("\n".join(phones(100_000, seed=1)) + "\n")
+    half_senders = phones(10_000 if args.quick else 40_000, seed=2)
+
+    raw = (args.profile or logs) / "ingest-smsq.pyspy.txt"
+    rounds: dict[str, list[Maximum]] = {"echo": [], "crud": [], "smsq": []}
+    database = postmaster(smsq_url)
+    halves: dict[str, openloop.Result] = {}
+    half_cpu: dict[str, float] = {}
+    watch = Watch(smsq_url)
+    missing = 0
+    behind = 0
+    offset = 0
+    # Rounds interleave the servers, so a burst of other work on the machine
+    # lands on all three rather than on one; the medians are reported.
+    for round_ in range(1, args.rounds + 1):
+        last = round_ == args.rounds
+        for kind, url in (("echo", None), ("crud", crud_url), ("smsq", smsq_url)):
+            with served(kind, url, args.workers, logs) as (base, pid):
+                print(f"round {round_}, {kind}: maximum ({load_note()})", flush=True)
+                spy = raw if args.profile and kind == "smsq" and last else None
+                measured, offset = maximum(
+                    base, (senders_file, offset), seconds, warm, (pid, database), spy
+                )
+                rounds[kind].append(measured)
+                if kind == "echo" or not last:
+                    continue
+                if kind == "smsq":
+                    behind = backlog(smsq_url)
+                    caught_up(smsq_url)
+                rate = statistics.median(m.run.rps for m in rounds[kind]) / 2
+                print(f"{kind}: open loop at {rate:,.0f}/s ({load_note()})", flush=True)
+                busy = tree_cpu_seconds(pid)
+                halves[kind], missed = asyncio.run(
+                    half_load(
+                        base, rate, half_seconds, half_senders, watch if kind == "smsq" else None
+                    )
+                )
+                half_cpu[kind] = tree_cpu_seconds(pid) - busy
+                missing += missed
+    maxima = {kind: median_run(runs) for kind, runs in rounds.items()}
+    runs = {kind: m.run for kind, m in maxima.items()}
+
+    print()
+    rows = []
+    for kind, label in (
+        ("echo", "echo (decode only)"),
+        ("crud", "plain CRUD (decode + INSERT)"),
+        ("smsq", "smsq POST /messages"),
+    ):
+        r, m = runs[kind], maxima[kind]
+        rows.append(
+            [
+                label,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.describe_unexpected(201),
+                m.per_request(m.app_cpu),
+                m.per_request(m.db_cpu),
+                ratio(runs["smsq"].rps, r.rps),
+                " / ".join(f"{x.run.rps:,.0f}" for x in rounds[kind]),
+            ]
+        )
+    print(
+        f"Maximum, wrk closed loop, {CONNECTIONS} connections, {seconds} s, "
+        f"{args.workers} granian worker(s), median of {args.rounds} round(s):"
+    )
+    print(
+        table(
+            [
+                "server",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "not 201",
+                "app CPU us/req",
+                "PostgreSQL CPU us/req",
+                "smsq / this",
+                "req/s by round",
+            ],
+            rows,
+        )
+    )
+    print()
+    rows = []
+    for kind in ("crud", "smsq"):
+        h = halves[kind]
+        rows.append(
+            [
+                kind,
+                h.rate,
+                h.achieved,
+                h.percentile(50) * 1000,
+                h.percentile(99) * 1000,
+                h.sent - h.statuses.get(201, 0),
+                f"{100 * half_cpu[kind] / h.elapsed:.0f} %",
+                f"{half_cpu[kind] / max(1, h.sent) * 1e6:,.0f}",
+                f"{100 * h.cpu_share:.0f} %",
+            ]
+        )
+    print(f"Half of each server's maximum, open loop, {half_seconds} s:")
+    print(
+        table(
+            [
+                "server",
+                "target/s",
+                "done/s",
+                "p50 ms",
+                "p99 ms",
+                "not 201",
+                "server CPU (of one core)",
+                "app CPU us/req",
+                "generator CPU",
+            ],
+            rows,
+        )
+    )
+    print()
+    lag_p50, lag_p99 = pct(watch.lags, 50) * 1000, pct(watch.lags, 99) * 1000
+    print(
+        f"Projection lag (201 → row visible to GET /messages), {len(watch.lags)} messages watched"
+        f" at half load: p50 {lag_p50:.1f} ms, p99 {lag_p99:.1f} ms, max"
+        f" {max(watch.lags, default=0) * 1000:.1f} ms; never visible within 30 s: {missing}"
+    )
+    print(f"Backlog right after the maximum run: {behind:,} events not yet folded by a projector")
+    print()
+    smsq, crud, echo = runs["smsq"].rps, runs["crud"].rps, runs["echo"].rps
+    p99_half = halves["smsq"].percentile(99) * 1000
+    goals = [
+        ["smsq ≥ 1.0x plain CRUD", ratio(smsq, crud), verdict(smsq >= crud)],
+        ["stretch: smsq ≥ 0.5x echo", ratio(smsq, echo), verdict(smsq >= 0.5 * echo)],
+        ["p99 ≤ 25 ms at half load", f"{p99_half:.1f} ms", verdict(p99_half <= 25)],
+        ["projection lag p99 ≤ 100 ms", f"{lag_p99:.1f} ms", verdict(lag_p99 <= 100)],
+    ]
+    print(table(["goal", "measured", "verdict"], goals))
+    print(f"after the run: {load_note()}")
+    if args.profile:
+        print()
+        print(f"Profile of smsq serve during its maximum run (py-spy, raw stacks in {raw}):")
+        print(profile.summary(raw, keep=PROFILE_KEEP))
+    return 0
+
+
+def main() -> None:
+    parser = arguments(__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="granian workers")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="maximum runs per server, interleaved; the median is reported"
+        " (default 3, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample smsq serve with py-spy during its maximum run; raw stacks go to DIR",
+    )
+    args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    stop_on_sigterm()
+    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
+        header("Ingest: POST /messages", server)
+        raise SystemExit(bench(server, args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
