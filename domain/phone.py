@@ -46,7 +46,10 @@ def _parse(raw: str, field: str) -> PhoneNumber:
         number = phonenumbers.parse(raw, None)
     except NumberParseException:
         raise InvalidField(field, f"{raw} has an unknown country code") from None
-    if not phonenumbers.is_valid_number(number):
+    # What is_valid_number does, keeping the region it finds: looking it up
+    # again costs a second pass over the region's number patterns.
+    region = phonenumbers.region_code_for_number(number)
+    if not phonenumbers.is_valid_number_for_region(number, region):
         why = _WHY_IMPOSSIBLE.get(
             phonenumbers.is_possible_number_with_reason(number),
             "not an assigned number range",
@@ -59,4 +62,4 @@ def _parse(raw: str, field: str) -> PhoneNumber:
         # libphonenumber reads past a national prefix after the country code
         # ("+1 1 500…"); the number is valid, but this is not its E.164 form.
         raise InvalidField(field, f"{raw} is not in E.164 form; that is {canonical}")
-    return PhoneNumber(e164=raw, region=phonenumbers.region_code_for_number(number))
+    return PhoneNumber(e164=raw, region=region)
