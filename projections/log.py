@@ -31,20 +31,32 @@ IN_RANGE = """
 AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
 """
 
-# The outer ORDER BY names the subquery's columns: a bare `tx_id` there would
-# be the output column `tx_id::text`, and ids sort differently as text ('999'
-# after '1000'), which ended ranges early and miscounted them.
-_NEXT = """
-SELECT ahead.tx_id::text, ahead.position, count(*) OVER ()
-FROM (
-    SELECT tx_id, position FROM events
-    WHERE (tx_id, position) > (%s::text::xid8, %s)
-      AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY tx_id, position
-    LIMIT %s
-) AS ahead
-ORDER BY ahead.tx_id DESC, ahead.position DESC
-LIMIT 1
+
+def range_end(after: str) -> str:
+    """SQL for the end of the next `%(limit)s` committed events after the pair
+    `after`, and their count: the horizon test and the read in one statement.
+
+    The outer ORDER BY names the subquery's columns: ordering by an output
+    column `tx_id::text` would sort ids as text ('999' after '1000'), which
+    ended ranges early and miscounted them.
+    """
+    return f"""
+    SELECT batch.tx_id, batch.position, count(*) OVER () AS n
+    FROM (
+        SELECT tx_id, position FROM events
+        WHERE (tx_id, position) > ({after})
+          AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY tx_id, position
+        LIMIT %(limit)s
+    ) AS batch
+    ORDER BY batch.tx_id DESC, batch.position DESC
+    LIMIT 1
+    """
+
+
+_NEXT = f"""
+SELECT ahead.tx_id::text, ahead.position, ahead.n
+FROM ({range_end("%(lo_tx)s::text::xid8, %(lo_pos)s")}) AS ahead
 """
 
 
@@ -56,7 +68,9 @@ async def next_range(
     conn: psycopg.AsyncConnection[Any], after: Checkpoint, limit: int
 ) -> tuple[Checkpoint, int] | None:
     """The end of the next `limit` committed events after `after`, and their count."""
-    cur = await conn.execute(_NEXT, (after.tx_id, after.position, limit))
+    cur = await conn.execute(
+        _NEXT, {"lo_tx": after.tx_id, "lo_pos": after.position, "limit": limit}
+    )
     row = await cur.fetchone()
     if row is None:
         return None

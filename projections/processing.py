@@ -38,9 +38,11 @@ class ProcessingStage:
         # An upload attaching to one of these messages meanwhile would make
         # the append conflict and the whole batch wait to be tried again.
         await lock_streams(conn, [r.stream_id for r in received])
+        # Queued behind the locks, so the time is read once they are held; in
+        # a pipeline it arrives with the streams, in the same round trip.
+        clock = await conn.execute("SELECT clock_timestamp()")
         streams = await read_streams(conn, [r.stream_id for r in received])
-        cur = await conn.execute("SELECT clock_timestamp()")
-        row = await cur.fetchone()
+        row = await clock.fetchone()
         assert row is not None
         now = row[0]
         appends = []

@@ -19,7 +19,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from commands.notify import CHANNEL
-from projections.log import START, Checkpoint, next_range
+from projections.log import START, Checkpoint, range_end
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +43,44 @@ async def ensure_checkpoints(conn: psycopg.AsyncConnection[Any], names: Sequence
     )
 
 
+# The lease and the range it may fold, in one statement: one round trip, and
+# one snapshot for the horizon test and the read (see projections.log). No row
+# back means another instance holds the lease.
+_LEASE = f"""
+SELECT lease.tx_id::text, lease.position, ahead.tx_id::text, ahead.position, ahead.n
+FROM (
+    SELECT tx_id, position FROM projection_checkpoints
+    WHERE name = %(name)s FOR UPDATE SKIP LOCKED
+) AS lease
+LEFT JOIN LATERAL ({range_end("lease.tx_id, lease.position")}) AS ahead ON true
+"""
+
+_MOVE = """
+UPDATE projection_checkpoints SET tx_id = %s::text::xid8, position = %s,
+    updated_at = clock_timestamp()
+WHERE name = %s
+"""
+
+
 async def step(
     conn: psycopg.AsyncConnection[Any], projector: Projector, batch_size: int
 ) -> int | None:
-    """Fold one batch; returns how many events, or None if another instance holds the lease."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "SELECT tx_id::text, position FROM projection_checkpoints"
-            " WHERE name = %s FOR UPDATE SKIP LOCKED",
-            (projector.name,),
-        )
+    """Fold one batch; returns how many events, or None if another instance holds the lease.
+
+    Pipelined: the lease and the range cost one round trip, and the fold, the
+    checkpoint and the commit one more, whatever the projector writes.
+    """
+    async with conn.pipeline(), conn.transaction():
+        cur = await conn.execute(_LEASE, {"name": projector.name, "limit": batch_size})
         row = await cur.fetchone()
         if row is None:
             return None
-        lo = Checkpoint(int(row[0]), row[1])
-        found = await next_range(conn, lo, batch_size)
-        if found is None:
+        if row[2] is None:
             return 0
-        hi, count = found
+        lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
         await projector.apply(conn, lo, hi)
-        await conn.execute(
-            "UPDATE projection_checkpoints SET tx_id = %s::text::xid8, position = %s,"
-            " updated_at = clock_timestamp() WHERE name = %s",
-            (hi.tx_id, hi.position, projector.name),
-        )
-        return count
+        await conn.execute(_MOVE, (hi.tx_id, hi.position, projector.name))
+        return int(row[4])
 
 
 async def catch_up(
