@@ -112,7 +112,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_interval: float = 0.5,
-        linger: float = 0.01,
+        linger: float = 0.025,
     ) -> None:
         self._url = url
         self._projectors = list(projectors)
