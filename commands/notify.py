@@ -3,8 +3,10 @@
 NOTIFY inside a writing transaction takes a cluster-wide lock at commit and
 serialises every writer behind it; sent afterwards, from its own connection,
 it costs the writers nothing. Pokes that arrive while one is being sent are
-coalesced into one more. A lost notification costs only latency: projectors
-also poll.
+coalesced into one more, sent a short `gap` later: a busy write path commits
+hundreds of times a second, and projectors, which linger between batches
+anyway, need to hear of it a few times, not hundreds. A lost notification
+costs only latency: projectors also poll.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class Notifier:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], gap: float = 0.005) -> None:
         self._pool = pool
+        self._gap = gap
         self._again = False
         self._task: asyncio.Task[None] | None = None
 
@@ -44,6 +47,7 @@ class Notifier:
                 return
             if not self._again:
                 return
+            await asyncio.sleep(self._gap)
 
     async def close(self) -> None:
         if self._task is not None:
