@@ -101,6 +101,7 @@ def maximum(
     seconds: float,
     warm: float,
     pids: tuple[int, int | None],
+    database_url: str | None,
     spy: Path | None = None,
 ) -> tuple[Maximum, int]:
     """Warm up, then measure; with `spy`, py-spy samples the server during the measured part.
@@ -115,6 +116,12 @@ def maximum(
     # Requests still in flight when wrk stopped were sent but not counted: skip
     # past them, or the next run would repeat them (and meet deduplication).
     offset += warmed.requests + SKIP
+    if database_url:
+        # A new database's tables have no statistics until autovacuum's first
+        # ANALYZE, a minute or so in; plans prepared before it (seq scans of
+        # tables that were empty) stay until then. Measure the steady state.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
     server, database = pids
     sampler = profile.record(server, seconds, spy) if spy else None
     app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
@@ -262,7 +269,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 print(f"round {round_}, {kind}: maximum ({load_note()})", flush=True)
                 spy = raw if args.profile and kind == "smsq" and last else None
                 measured, offset = maximum(
-                    base, (senders_file, offset), seconds, warm, (pid, database), spy
+                    base, (senders_file, offset), seconds, warm, (pid, database), url, spy
                 )
                 rounds[kind].append(measured)
                 if kind == "echo" or not last:
