@@ -49,7 +49,7 @@ def _parse(raw: str, field: str) -> PhoneNumber:
     # What is_valid_number does, keeping the region it finds: looking it up
     # again costs a second pass over the region's number patterns.
     region = phonenumbers.region_code_for_number(number)
-    if not phonenumbers.is_valid_number_for_region(number, region):
+    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
         why = _WHY_IMPOSSIBLE.get(
             phonenumbers.is_possible_number_with_reason(number),
             "not an assigned number range",
