@@ -61,6 +61,9 @@ async def replay(
     shadows = {t: t + SHADOW for t in model.tables}
     await ensure_checkpoints(conn, [model.name])
     await conn.execute("SET synchronous_commit = off")
+    # A chunk's fold sorts its events by message; with the default 4 MB a
+    # 50,000-event chunk spills that sort to disk.
+    await conn.execute("SET work_mem = '64MB'")
     async with conn.transaction():
         for table, shadow in shadows.items():
             await _create_shadow(conn, table, shadow)
@@ -97,6 +100,7 @@ async def replay(
     for table in shadows:
         await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     await conn.execute("RESET synchronous_commit")
+    await conn.execute("RESET work_mem")
     return folded
 
 
