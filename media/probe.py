@@ -3,7 +3,7 @@
 Never the file name, never the client's Content-Type. Pillow only tries the
 allowed formats, reads the header, and the pixel limit is checked before a
 single pixel is decoded; then the file is verified, its first frame decoded
-and its end found (nothing may follow the image). CPU-bound: call it off the
+and its end found (the file must reach it, and nothing may follow it). CPU-bound: call it off the
 event loop.
 """
 
@@ -64,11 +64,14 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
             image.verify()
         # verify() leaves the image unusable: decode from a fresh open.
         with Pillow.open(io.BytesIO(data), formats=_OPEN_AS) as image:
-            if image_format in ("JPEG", "MPO"):
-                # Decoding at an eighth of the size still reads every byte of
-                # the scan, at a sixty-fourth of the memory.
-                image.draft(image.mode, (1, 1))
-            image.load()
+            _decode_small(image, image_format)
+        if image_format == "MPO":
+            # Each picture of the sequence is a JPEG of its own, where the
+            # sequence's index says: decode the last one too, so that a file
+            # cut after its first picture is not taken for whole.
+            with Pillow.open(io.BytesIO(data), formats=_OPEN_AS) as image:
+                image.seek(getattr(image, "n_frames", 1) - 1)
+                _decode_small(image, image_format)
     except (Pillow.DecompressionBombError, Pillow.DecompressionBombWarning):
         # Pillow's own guard, which fires while the header is read: its limit is
         # above ours, so the image is far too large for us as well.
@@ -83,9 +86,19 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         reason = str(error)[:100] or type(error).__name__
         raise NotAnImage(f"is not a sound {image_format or 'image'} file ({reason})") from None
     trailing = trailing_bytes(image_format, data)
+    if trailing is None:
+        raise NotAnImage(f"is a truncated {image_format} file: it ends before its image does")
     if trailing:
         raise NotAnImage(f"has {trailing} bytes after the end of its {image_format} image")
     return ImageInfo(image_format, CONTENT_TYPES[image_format], width, height)
+
+
+def _decode_small(image: Pillow.Image, image_format: str) -> None:
+    if image_format in ("JPEG", "MPO"):
+        # Decoding at an eighth of the size still reads every byte of the
+        # scan, at a sixty-fourth of the memory.
+        image.draft(image.mode, (1, 1))
+    image.load()
 
 
 def examine(data: bytes, max_pixels: int = MAX_PIXELS) -> Image:

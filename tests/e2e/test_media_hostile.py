@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from api.settings import Settings
+from media.extent import trailing_bytes
 from tests.support import images
 from tests.support.asgi import running
 from tests.support.media import (
@@ -34,6 +35,10 @@ from tests.support.media import (
 OVERSIZE = images.png(size=(1400, 1400))
 assert len(OVERSIZE) > 5 * 1024 * 1024
 
+# A multi-picture JPEG cut where its first picture's stream ends.
+_MPO = images.mpo(seed=20)
+FIRST_OF_TWO = _MPO[: len(_MPO) - (trailing_bytes("JPEG", _MPO) or 0)]
+
 HOSTILE: dict[str, tuple[Part, int]] = {
     "text named .png": (part(images.TEXT, "photo.png", "image/png"), 415),
     "pdf": (part(images.PDF, "scan.pdf", "application/pdf"), 415),
@@ -43,6 +48,16 @@ HOSTILE: dict[str, tuple[Part, int]] = {
     "empty file": (part(b"", "empty.png"), 415),
     "truncated png": (part(images.png(seed=20)[:-120], "cut.png"), 415),
     "truncated jpeg": (part(images.jpeg(seed=20, size=(256, 256))[:-300], "cut.jpg"), 415),
+    "animated gif cut in its last frame": (part(images.animated_gif(seed=20)[:-200], "c.gif"), 415),
+    "gif cut inside an image descriptor": (
+        part(images.gif(seed=20)[:-1] + b"\x2c\0\0", "d.gif"),
+        415,
+    ),
+    "animated webp cut in its last frame": (
+        part(images.animated_webp(seed=20)[:-90], "c.webp"),
+        415,
+    ),
+    "multi-picture jpeg cut after the first": (part(FIRST_OF_TWO, "c.jpg"), 415),
     "png + zip appended": (part(images.png(seed=21) + images.zip_file(), "poly.png"), 415),
     "jpeg + zip appended": (part(images.jpeg(seed=21) + images.zip_file(), "poly.jpg"), 415),
     "gif + html appended": (part(images.gif(seed=21) + images.HTML, "poly.gif"), 415),
