@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
 
-from api.settings import Settings, SettingsError, load_settings
+from api.settings import Settings, SettingsError, load_settings, unknown_variables
 
 
 def cli_settings() -> Settings:
+    for warning in unknown_variables(os.environ):
+        click.echo(f"smsq: warning: {warning}", err=True)
     try:
         return load_settings()
     except SettingsError as error:
-        raise click.UsageError(f"invalid setting: {error}") from None
+        raise click.ClickException(f"invalid setting: {error}") from None
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,6 +86,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as error:
         raise SettingsError(_explain(str(error))) from None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each SMSQ_* variable that is no setting: a misspelt one
+    would otherwise be ignored without a word, its default silently used."""
+    known = [PREFIX + f.name.upper() for f in msgspec.structs.fields(Settings)]
+    lines = []
+    for key in sorted(k for k in environ if k.startswith(PREFIX) and k not in known):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{key} is not a setting and is ignored{hint}")
+    return lines
 
 
 def _normalise(name: str, value: str) -> str:

@@ -1,8 +1,10 @@
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from api.settings import SettingsError, describe, load_settings
+from api.cli import main
+from api.settings import SettingsError, describe, load_settings, unknown_variables
 
 
 def test_defaults_need_no_environment() -> None:
@@ -66,3 +68,26 @@ def test_the_access_and_logging_settings() -> None:
 def test_bad_access_and_logging_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("`", ".")):
         load_settings(env)
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
+    env = {"SMSQ_MAX_MEDIA_BYTE": "1", "SMSQ_ZZZ": "x", "SMSQ_PORT": "9000", "HOME": "/root"}
+    assert unknown_variables(env) == [
+        "SMSQ_MAX_MEDIA_BYTE is not a setting and is ignored (did you mean SMSQ_MAX_MEDIA_BYTES?)",
+        "SMSQ_ZZZ is not a setting and is ignored",
+    ]
+
+
+def test_the_command_line_names_a_bad_setting_and_a_misspelt_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SMSQ_AUTH_CACHE_SECONDS", "0")
+    monkeypatch.setenv("SMSQ_LOG_LEVL", "DEBUG")
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 1
+    assert "smsq: warning: SMSQ_LOG_LEVL is not a setting and is ignored (did you mean" in (
+        result.output
+    )
+    assert "Error: invalid setting: SMSQ_AUTH_CACHE_SECONDS: Expected `float` > 0.0" in (
+        result.output
+    )
