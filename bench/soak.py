@@ -7,7 +7,9 @@ directory: the user's data are never touched), drives ingest, queries and,
 when the server offers them, image uploads at a steady rate, and every
 `--every` seconds samples the server's memory (RSS of the whole process tree),
 its open database connections, the projection lag and the request tally.
-At the end it compares the first and the last third of the run.
+At the end it compares the first and the last third of the run, and checks
+that every message answered 201 reached the read model as processed, with
+nothing folded twice. Exits non-zero if anything grew, failed or was lost.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import psutil
 import psycopg
 
 from api.embedded import embedded_server
+from tests.support.consistency import assert_folded_once
 from tests.support.phones import random_phone
 from tests.support.servers import free_port, smsq_process, wait_ready
 
@@ -64,9 +67,7 @@ class Load:
             message = rng.choice(self.created[-500:])
             files = {"file": ("soak.png", png(rng.randrange(1 << 16)), "image/png")}
             response = await client.post(f"/messages/{message}/media", files=files)
-        self.tally[f"{response.status_code // 100}xx"] += 1
-        if response.status_code >= 500:
-            self.tally["5xx:" + response.request.url.path.split("/")[1]] += 1
+        self.tally[str(response.status_code)] += 1
 
     async def run(self, rate: float, until: float, workers: int = 16) -> None:
         async def worker(seed: int) -> None:
@@ -128,7 +129,7 @@ async def soak(minutes: float, rate: float, every: float) -> int:
             while not driving.done():
                 await asyncio.sleep(min(every, max(0.1, until - time.monotonic())))
                 rss, conns, lag = await asyncio.to_thread(sample, db, server.pid)
-                total = sum(v for k, v in load.tally.items() if k.endswith("xx"))
+                total = sum(v for k, v in load.tally.items() if k.isdigit())
                 rows.append((time.monotonic() - started, rss, conns, lag, total))
                 print(
                     f"{rows[-1][0]:7.0f} {rss:8.1f} {conns:8d} {lag:6d} {total:9d}  "
@@ -136,11 +137,20 @@ async def soak(minutes: float, rate: float, every: float) -> int:
                     flush=True,
                 )
             await driving
-    return report(rows, load.tally, load.uploads)
+            try:
+                await assert_folded_once(db, load.created, within=60)
+                lost = None
+            except AssertionError as error:
+                lost = str(error) or "the read model disagrees with the log"
+    return report(rows, load.tally, load.uploads, len(load.created), lost)
 
 
 def report(
-    rows: list[tuple[float, float, int, int, int]], tally: Counter[str], uploads: bool
+    rows: list[tuple[float, float, int, int, int]],
+    tally: Counter[str],
+    uploads: bool,
+    created: int,
+    lost: str | None,
 ) -> int:
     third = max(1, len(rows) // 3)
     first, last = rows[:third], rows[-third:]
@@ -152,9 +162,13 @@ def report(
         f"requests: {rows[-1][4] if rows else 0} in {elapsed:.0f} s "
         f"({(rows[-1][4] / elapsed) if elapsed else 0:.0f}/s), uploads: {uploads}"
     )
+    server_errors = sum(v for k, v in tally.items() if k.startswith("5"))
+    client_errors = sum(v for k, v in tally.items() if k.startswith("error"))
+    print("by status:", ", ".join(f"{k}: {v}" for k, v in sorted(tally.items())))
+    print(f"5xx: {server_errors}, requests that got no answer: {client_errors}")
     print(
-        f"5xx: {sum(v for k, v in tally.items() if k.startswith('5xx'))}, "
-        f"client errors: {sum(v for k, v in tally.items() if k.startswith('error'))}"
+        f"messages acknowledged (201): {created}; "
+        + (f"LOST OR FOLDED TWICE: {lost}" if lost else "all in the read model, processed once")
     )
     print(
         f"server RSS: first third {rss_first:.1f} MiB, last third {rss_last:.1f} MiB "
@@ -165,7 +179,14 @@ def report(
         f"last {rows[-1][2]}; projection lag: max {max(r[3] for r in rows)} events, "
         f"last {rows[-1][3]}"
     )
-    bad = tally.get("5xx", 0) > 0 or rss_last > rss_first * 1.25
+    conns_first, conns_last = max(r[2] for r in first), max(r[2] for r in last)
+    bad = (
+        server_errors > 0
+        or client_errors > 0
+        or lost is not None
+        or rss_last > rss_first * 1.25
+        or conns_last > conns_first + 2
+    )
     print("verdict:", "something grew or failed" if bad else "steady")
     return 1 if bad else 0
 
