@@ -24,6 +24,7 @@ from domain.sms import (
     Accepted,
     Decision,
     Duplicate,
+    Quota,
     SenderWindow,
     Sent,
     decide_receive,
@@ -44,10 +45,16 @@ class ReceiveRequest(msgspec.Struct, frozen=True):
 
 
 class Replayed(msgspec.Struct, frozen=True):
-    """The key was used before with the same body: answer as the first time."""
+    """The key was used before with the same body: answer as the first time.
+
+    `quota` is the one the first answer reported, Reset included: a replay
+    repeats that answer, it does not report the quota anew. None for keys
+    stored before the quota was kept with them.
+    """
 
     status: int
     message_id: UUID
+    quota: Quota | None = None
 
 
 class KeyReused(msgspec.Struct, frozen=True):
@@ -78,7 +85,8 @@ ORDER BY w.received_at
 """
 
 _KEYS = """
-SELECT actor, key, request_hash, status, message_id FROM idempotency_keys
+SELECT actor, key, request_hash, status, message_id, quota_limit, quota_remaining, quota_reset
+FROM idempotency_keys
 WHERE (actor, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 
@@ -91,9 +99,42 @@ FROM jsonb_to_recordset(%s::jsonb)
 """
 
 _STORE_KEYS = """
-INSERT INTO idempotency_keys (actor, key, request_hash, status, message_id)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int2[], %s::uuid[])
+INSERT INTO idempotency_keys
+    (actor, key, request_hash, status, message_id, quota_limit, quota_remaining, quota_reset)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int2[], %s::uuid[],
+                     %s::int2[], %s::int2[], %s::int4[])
 """
+
+
+class _FirstAnswer(msgspec.Struct, frozen=True):
+    """What a key's first request was answered, as kept with the key."""
+
+    request_hash: bytes
+    status: int
+    message_id: UUID
+    quota: Quota | None
+
+    @staticmethod
+    def from_row(row: tuple[Any, ...]) -> _FirstAnswer:
+        request_hash, status, message_id, limit, remaining, reset = row
+        quota = None if limit is None else Quota(limit, remaining, reset)
+        return _FirstAnswer(bytes(request_hash), status, message_id, quota)
+
+    @staticmethod
+    def of(key: IdempotencyKey, decision: Accepted | Duplicate) -> _FirstAnswer:
+        if isinstance(decision, Accepted):
+            return _FirstAnswer(key.request_hash, 201, decision.event.message_id, decision.quota)
+        return _FirstAnswer(key.request_hash, 200, decision.original, decision.quota)
+
+    def replay_for(self, key: IdempotencyKey) -> Replayed | KeyReused:
+        if self.request_hash != key.request_hash:
+            return KeyReused(key.key)
+        return Replayed(self.status, self.message_id, self.quota)
+
+    def row(self, key: IdempotencyKey) -> tuple[Any, ...]:
+        """The key's row, in the columns of `_STORE_KEYS`."""
+        quota = (None,) * 3 if self.quota is None else msgspec.structs.astuple(self.quota)
+        return (key.actor, key.key, self.request_hash, self.status, self.message_id, *quota)
 
 
 async def receive_batch(
@@ -108,7 +149,11 @@ async def receive_batch(
         if keyed:
             keys_cur = await conn.execute(_KEYS, ([k.actor for k in keyed], [k.key for k in keyed]))
         rows = await window_cur.fetchall()
-        known = {} if keys_cur is None else {(r[0], r[1]): r[2:] for r in await keys_cur.fetchall()}
+        known = (
+            {}
+            if keys_cur is None
+            else {(r[0], r[1]): _FirstAnswer.from_row(r[2:]) for r in await keys_cur.fetchall()}
+        )
 
         now = rows[0][0]
         sent: dict[str, list[Sent]] = defaultdict(list)
@@ -120,17 +165,12 @@ async def receive_batch(
         outcomes: list[Outcome] = []
         accepted: list[SmsReceived] = []
         appends: list[Append] = []
-        new_keys: list[tuple[str, str, bytes, int, UUID]] = []
+        new_keys: list[tuple[Any, ...]] = []
         for request in requests:
             key = request.idempotency
             prior = None if key is None else known.get((key.actor, key.key))
             if key is not None and prior is not None:
-                request_hash, status, message_id = prior
-                outcomes.append(
-                    Replayed(status, message_id)
-                    if bytes(request_hash) == key.request_hash
-                    else KeyReused(key.key)
-                )
+                outcomes.append(prior.replay_for(key))
                 continue
             sender = request.command.sender.e164
             decision = decide_receive(request.command, windows[sender], now)
@@ -144,13 +184,9 @@ async def receive_batch(
                     )
                 )
             if key is not None and isinstance(decision, Accepted | Duplicate):
-                status, message_id = (
-                    (201, decision.event.message_id)
-                    if isinstance(decision, Accepted)
-                    else (200, decision.original)
-                )
-                known[(key.actor, key.key)] = (key.request_hash, status, message_id)
-                new_keys.append((key.actor, key.key, key.request_hash, status, message_id))
+                answer = _FirstAnswer.of(key, decision)
+                known[(key.actor, key.key)] = answer
+                new_keys.append(answer.row(key))
 
         if accepted:
             await conn.execute(_REMEMBER, (msgspec.json.encode(accepted).decode(),))

@@ -142,6 +142,44 @@ async def test_an_idempotency_key_replays_and_refuses_a_different_body(
     assert "Idempotency-Key" in other.json()["detail"]
 
 
+def ratelimit(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.startswith("ratelimit-")}
+
+
+async def test_a_replay_repeats_the_first_answer_with_its_rate_limit_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    sender = random_phone()
+    sent, key = body(sender), {"Idempotency-Key": f"retry-{random_phone()}"}
+    first = await client.post("/messages", json=sent, headers=key)
+    # The sender's quota moves on between the first answer and its replay.
+    assert (await client.post("/messages", json=body(sender, "another"))).status_code == 201
+    replay = await client.post("/messages", json=sent, headers=key)
+    assert (replay.status_code, first.status_code) == (201, 201)
+    assert replay.json() == first.json()
+    assert ratelimit(replay) == ratelimit(first)
+    assert ratelimit(first) == {
+        "ratelimit-limit": "5",
+        "ratelimit-remaining": "4",
+        "ratelimit-reset": "60",
+    }
+    assert replay.headers["location"] == first.headers["location"]
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_replay_of_a_duplicate_is_the_same_200(client: httpx.AsyncClient) -> None:
+    sender = random_phone()
+    sent, key = body(sender), {"Idempotency-Key": f"retry-{random_phone()}"}
+    original = await client.post("/messages", json=sent)
+    first = await client.post("/messages", json=sent, headers=key)
+    assert (await client.post("/messages", json=body(sender, "another"))).status_code == 201
+    replay = await client.post("/messages", json=sent, headers=key)
+    assert (replay.status_code, first.status_code) == (200, 200)
+    assert replay.json()["id"] == first.json()["id"] == original.json()["id"]
+    assert ratelimit(replay) == ratelimit(first)
+    assert ratelimit(first)["ratelimit-remaining"] == "4"
+
+
 @pytest.mark.parametrize("key", [b"", b"x" * 256, "caf\u00e9".encode(), b"tab\there"])
 async def test_a_malformed_idempotency_key_is_422(client: httpx.AsyncClient, key: bytes) -> None:
     response = await client.post("/messages", json=body(), headers={"Idempotency-Key": key})

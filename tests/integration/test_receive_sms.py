@@ -91,10 +91,12 @@ async def test_a_key_replays_its_first_answer_and_refuses_another_body(
     sender, key = random_phone(), f"key-{uuid7()}"
     first = await one(pool, request(sender, "once", key))
     assert isinstance(first, Accepted)
+    await one(pool, request(sender, "another"))
     replay = await one(pool, request(sender, "once", key))
-    assert replay == Replayed(201, first.event.message_id)
+    # The quota as first reported, not as it stands after "another".
+    assert replay == Replayed(201, first.event.message_id, first.quota)
     assert isinstance(await one(pool, request(sender, "other body", key)), KeyReused)
-    assert await stored_for(pool, sender) == 1
+    assert await stored_for(pool, sender) == 2
 
 
 async def test_a_key_used_twice_in_one_batch_is_replayed_within_it(
@@ -106,7 +108,35 @@ async def test_a_key_used_twice_in_one_batch_is_replayed_within_it(
             conn, [request(sender, "x", key), request(sender, "x", key)]
         )
     assert isinstance(first, Accepted)
-    assert second == Replayed(201, first.event.message_id)
+    assert second == Replayed(201, first.event.message_id, first.quota)
+
+
+async def test_a_key_first_answered_as_a_duplicate_replays_that_answer(
+    pool: AsyncConnectionPool,
+) -> None:
+    sender, key = random_phone(), f"key-{uuid7()}"
+    original = await one(pool, request(sender, "twice"))
+    duplicate = await one(pool, request(sender, "twice", key))
+    assert isinstance(original, Accepted)
+    assert isinstance(duplicate, Duplicate)
+    replay = await one(pool, request(sender, "twice", key))
+    assert replay == Replayed(200, original.event.message_id, duplicate.quota)
+
+
+async def test_a_key_stored_without_its_quota_replays_without_one(
+    pool: AsyncConnectionPool,
+) -> None:
+    sender, key = random_phone(), f"key-{uuid7()}"
+    first = await one(pool, request(sender, "old", key))
+    assert isinstance(first, Accepted)
+    # As a key stored before the quota was kept with it.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE idempotency_keys SET quota_limit = NULL, quota_remaining = NULL,"
+            " quota_reset = NULL WHERE key = %s",
+            (key,),
+        )
+    assert await one(pool, request(sender, "old", key)) == Replayed(201, first.event.message_id)
 
 
 async def test_a_rate_limited_request_stores_no_key(pool: AsyncConnectionPool) -> None:
