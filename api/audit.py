@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from api.problems import INVALID_QUERY, refuse_unknown_query
 from api.schemas import Event
 from api.services import Services
 from commands.event_store import read_stream
@@ -54,6 +55,8 @@ class AuditController(Controller):
             " commits late. `after` is a position: the page starts after that event in"
             " this order. Start at 0 and pass back `next_after` to see every event once."
         ),
+        before_request=refuse_unknown_query,
+        responses=INVALID_QUERY,
     )
     async def log(
         self,

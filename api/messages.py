@@ -16,7 +16,14 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from uuid_utils.compat import uuid7
 
 from api.context import actor_of, request_metadata
-from api.problems import Problem, invalid, problem, shape_errors
+from api.problems import (
+    INVALID_QUERY,
+    Problem,
+    invalid,
+    problem,
+    refuse_unknown_query,
+    shape_errors,
+)
 from api.schemas import Message, MessagePage, SendSms
 from api.services import Services
 from commands.event_store import read_stream
@@ -100,6 +107,19 @@ async def _first_response(services: Services, message_id: UUID) -> Message:
     return Message.received(first)
 
 
+async def _replay(services: Services, outcome: Replayed) -> Response[Message]:
+    body = (
+        await _first_response(services, outcome.message_id)
+        if outcome.status == 201
+        else await _existing(services, outcome.message_id)
+    )
+    # The quota headers as the first answer sent them, Reset included: a replay
+    # repeats that answer; it does not take or report the quota anew.
+    quota = {} if outcome.quota is None else _quota_headers(outcome.quota)
+    headers = quota | {"Location": f"/messages/{outcome.message_id}", "Idempotent-Replayed": "true"}
+    return Response(body, status_code=outcome.status, headers=headers)
+
+
 IdempotencyKeyHeader = Annotated[
     str | None,
     HeaderParameter(
@@ -162,13 +182,7 @@ class MessagesController(Controller):
                 headers=_quota_headers(outcome.quota) | {"Retry-After": str(outcome.retry_after)},
             )
         if isinstance(outcome, Replayed):
-            replay = (
-                await _first_response(services, outcome.message_id)
-                if outcome.status == 201
-                else await _existing(services, outcome.message_id)
-            )
-            headers = {"Location": f"/messages/{outcome.message_id}", "Idempotent-Replayed": "true"}
-            return Response(replay, status_code=outcome.status, headers=headers)
+            return await _replay(services, outcome)
         assert isinstance(outcome, KeyReused)
         return problem(
             422,
@@ -176,7 +190,13 @@ class MessagesController(Controller):
             slug="idempotency-key-reused",
         )
 
-    @get("/", summary="Messages, newest first", opt={"scope": "read"})
+    @get(
+        "/",
+        summary="Messages, newest first",
+        opt={"scope": "read"},
+        before_request=refuse_unknown_query,
+        responses=INVALID_QUERY,
+    )
     async def list_all(
         self,
         services: NamedDependency[Services],

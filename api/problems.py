@@ -9,6 +9,9 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import QueryParameter
 from litestar.types import ExceptionHandlersMap
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
@@ -17,6 +20,8 @@ from commands.group_commit import Unavailable
 from domain.errors import InvalidCommand, InvalidField, UnknownMessage
 
 PROBLEM_JSON = "application/problem+json"
+# A query may carry thousands of parameters; the answer names only the first few.
+MAX_NAMED = 5
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +72,49 @@ class Refusal(Exception):
         self.slug = slug
 
 
-def invalid(errors: list[FieldError]) -> Response[Problem]:
+def invalid(errors: list[FieldError], *, unnamed: int = 0) -> Response[Problem]:
+    """A 422 naming each bad field; `unnamed` counts more that are left out."""
     fields = ", ".join(e.field for e in errors)
-    return problem(422, f"invalid request: {fields}", slug="validation", errors=errors)
+    more = f" and {unnamed} more" if unnamed else ""
+    return problem(422, f"invalid request: {fields}{more}", slug="validation", errors=errors)
+
+
+INVALID_QUERY = {
+    422: ResponseSpec(
+        Problem,
+        description="A query parameter is invalid, or not one this operation takes",
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+    )
+}
+
+
+def declared_query(handler: BaseRouteHandler) -> set[str]:
+    """The query parameters a handler declares with `QueryParameter` (or `FromQuery`)."""
+    return {
+        field.kwarg_definition.name or name
+        for name, field in handler.parsed_fn_signature.parameters.items()
+        if isinstance(field.kwarg_definition, QueryParameter)
+    }
+
+
+async def refuse_unknown_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """422 for a query parameter the route does not take (a `before_request` hook).
+
+    Ignored, a misspelt filter (`?stauts=stored`) would answer 200 with every
+    item, as if the client had asked for no filter at all.
+    """
+    known = declared_query(request.route_handler)
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if not unknown:
+        return None
+    message = f"is not a query parameter here; known: {', '.join(sorted(known))}"
+    errors = [FieldError(_shown(name), message) for name in unknown[:MAX_NAMED]]
+    return invalid(errors, unnamed=len(unknown) - len(errors))
+
+
+def _shown(name: str, limit: int = 100) -> str:
+    return name if len(name) <= limit else name[:limit] + "…"
 
 
 def shape_errors(body: bytes, shape: type[msgspec.Struct]) -> list[FieldError]:

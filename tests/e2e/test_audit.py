@@ -99,6 +99,8 @@ async def test_the_type_filter_and_the_default_page(client: httpx.AsyncClient) -
         ("after=x", "after"),
         (f"after={2**63}", "after"),
         ("type=SmsDeleted", "type"),
+        ("typ=SmsProcessed", "typ"),
+        ("after=0&offset=10", "offset"),
     ],
 )
 async def test_bad_query_parameters_are_422(
@@ -107,3 +109,12 @@ async def test_bad_query_parameters_are_422(
     response = await client.get(f"/events?{query}")
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_an_unknown_parameter_is_422_not_the_whole_log(client: httpx.AsyncClient) -> None:
+    response = await client.get("/events", params={"types": "SmsProcessed", "limit": 1})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert error["field"] == "types"
+    assert "type" in error["message"]

@@ -111,6 +111,9 @@ async def test_from_status_and_defaults(client: httpx.AsyncClient) -> None:
         ("status=lost", "status"),
         ("from=%2B1234567890", "from"),
         ("to=447911123456", "to"),
+        ("stauts=stored", "stauts"),
+        ("status=stored&limit=5&Limit=5", "Limit"),
+        ("after=3", "after"),
     ],
 )
 async def test_bad_query_parameters_are_422(
@@ -119,6 +122,28 @@ async def test_bad_query_parameters_are_422(
     response = await client.get(f"/messages?{query}")
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_an_unknown_parameter_is_422_not_an_unfiltered_page(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/messages", params={"stauts": "processed", "limit": 5})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["status"], problem["type"]) == (422, "/problems/validation")
+    [error] = problem["errors"]
+    assert error["field"] == "stauts"
+    assert "status" in error["message"]
+
+
+async def test_many_unknown_parameters_get_a_short_422(client: httpx.AsyncClient) -> None:
+    query = "&".join(f"p{i}=1" for i in range(2000))
+    response = await client.get(f"/messages?{query}&p0=again")
+    assert response.status_code == 422
+    problem = response.json()
+    assert [e["field"] for e in problem["errors"]] == ["p0", "p1", "p2", "p3", "p4"]
+    assert problem["detail"].endswith("and 1995 more")
 
 
 async def test_get_by_id_reads_the_model_once_it_has_the_message(client: httpx.AsyncClient) -> None:
