@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+from uuid_utils.compat import uuid4
 
+from api.app import create_app
+from api.settings import Settings
+from migrations import available, migrate
+from tests.support.asgi import running
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
 from tests.support.servers import SMSQ, free_port, serving, smsq_process, wait_ready
@@ -192,3 +199,35 @@ def test_smsq_events_prints_the_log_and_follows_it(db: str, tmp_path: Path) -> N
             tail.send_signal(signal.SIGINT)
             assert tail.wait(10) == 0
         assert "Traceback" not in follow_log.read_text()
+
+
+def behind_by_one(databases: Databases) -> str:
+    """A database migrated up to, not including, the latest migration."""
+    name = f"smsq_behind_{uuid4().hex[:12]}"
+    with psycopg.connect(databases.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = databases.url(name)
+    migrate(url, migrations=available()[:-1])
+    return url
+
+
+async def test_readyz_is_503_until_the_migrations_are_current(
+    databases: Databases, tmp_path: Path
+) -> None:
+    url = behind_by_one(databases)
+    latest = available()[-1].name
+    settings = Settings(database_url=url, run_projectors=False, data_dir=tmp_path / "data")
+    async with running(create_app(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            behind = await client.get("/readyz")
+            assert behind.status_code == 503
+            assert behind.headers["content-type"] == "application/problem+json"
+            problem = behind.json()
+            assert (problem["status"], problem["type"]) == (503, "/problems/not-ready")
+            assert latest in problem["detail"]
+            assert (await client.get("/healthz")).status_code == 200
+
+            assert migrate(url) == [latest]
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
