@@ -40,6 +40,17 @@ def test_a_body_that_never_finishes_is_cut_off_with_408(served: str) -> None:
     assert took < 5
 
 
+def test_headers_that_never_finish_are_cut_off(served: str) -> None:
+    """Slowloris: a connection that sends a few header lines and then nothing is
+    closed by the server (granian's 10 s header timeout), not held forever."""
+    host, port = served.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: smsq\r\nX-Slow: 1\r\n")
+        started = time.monotonic()
+        assert sock.recv(4096) == b""  # closed, with nothing sent
+        assert 9 < time.monotonic() - started < 15
+
+
 @pytest.mark.parametrize(
     "body",
     [b"[" * 5000 + b"]" * 5000, b'{"a":' * 2500 + b"1" + b"}" * 2500],
