@@ -20,6 +20,7 @@ from api.app import create_app
 from api.keys import SCOPES, create_key, revoke_key
 from api.settings import Settings
 from tests.support.asgi import running
+from tests.support.images import png
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
 
@@ -168,6 +169,22 @@ async def test_the_log_names_the_key_and_the_request(
     assert processed["metadata"]["request_id"] == "req-42"
     assert processed["metadata"]["correlation_id"] == received["metadata"]["correlation_id"]
     assert processed["metadata"]["causation_id"] == received["event_id"]
+
+    # An upload is another request by another key: its event names them, and
+    # starts a correlation of its own.
+    uploader = tokens["all"].split("_")[1]
+    attached = await keyed.post(
+        f"/messages/{created.json()['id']}/media",
+        files=[("file", ("a.png", png(seed=42), "image/png"))],
+        headers={**bearer(tokens["all"]), "X-Request-ID": "req-43"},
+    )
+    assert attached.status_code == 201, attached.text
+    events = (await keyed.get(path, headers=bearer(tokens["audit"]))).json()["items"]
+    (media,) = [e for e in events if e["type"] == "MediaAttached"]
+    assert media["metadata"]["actor"] == uploader
+    assert media["metadata"]["request_id"] == "req-43"
+    assert media["metadata"]["correlation_id"] == media["metadata"]["causation_id"]
+    assert media["metadata"]["correlation_id"] != received["metadata"]["correlation_id"]
 
 
 @pytest.mark.parametrize("given", ["", "has space", "x" * 129, "caf\u00e9"])
