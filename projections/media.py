@@ -23,7 +23,9 @@ LINKS = "message_media"
 BLOBS = "media_blobs"
 
 # The attach command has usually written the blob row already; folding it
-# again changes nothing, and is what lets a replay rebuild the table.
+# again changes nothing, and is what lets a replay rebuild the table. A link
+# is keyed by its event (message, stream version), so folding a range again
+# (a retry, an overlapping range) finds its links there and adds nothing.
 _FOLD = """
 WITH attached AS (
     SELECT (data->>'message_id')::uuid AS message_id, version, data->>'sha256' AS sha256,
@@ -41,6 +43,7 @@ blobs AS (
 )
 INSERT INTO {links} (message_id, stream_version, sha256, attached_at)
 SELECT message_id, version, sha256, attached_at FROM attached
+ON CONFLICT (message_id, stream_version) DO NOTHING
 """
 
 
@@ -94,13 +97,15 @@ class MediaRow(msgspec.Struct, frozen=True, kw_only=True):
     attached_at: datetime
 
 
-# The stream's last event, and whether this projector has folded it: every
-# event of the stream up to there is then in the model. No row: no stream.
+# The stream's last event in the reading order, and whether this projector has
+# folded it: every event of the stream is then in the model. (Its last version
+# may come earlier: the processing stage's SmsProcessed can precede an image
+# attached while its batch ran.) No row: no stream.
 _FOLDED = """
 SELECT coalesce((e.tx_id, e.position) <= (c.tx_id, c.position), false)
 FROM events AS e LEFT JOIN projection_checkpoints AS c ON c.name = %s
 WHERE e.stream_id = %s
-ORDER BY e.version DESC
+ORDER BY e.tx_id DESC, e.position DESC
 LIMIT 1
 """
 

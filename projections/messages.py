@@ -22,28 +22,55 @@ TABLE = "sms_messages"
 
 # One row per message touched by the range: a single grouping pass, with no
 # join whose cost would hang on the planner guessing the range's size.
+#
+# Folding a range again (a retry, an overlapping range) must change nothing:
+# each row keeps the place in the log (tx_id, position) of the last event
+# folded into it, and only events beyond it count. A place, not the stream
+# version: the processing stage holds its transaction id from the start of its
+# batch, so its SmsProcessed can precede, in the reading order, an image
+# attached meanwhile with a lower version, which a version mark would skip.
 _FOLD = """
 WITH batch AS (
     SELECT (data->>'message_id')::uuid AS id,
            (array_agg(data) FILTER (WHERE type = 'SmsReceived'))[1] AS r,
-           (array_agg(data ORDER BY position DESC) FILTER (WHERE type = 'SmsProcessed'))[1] AS p,
-           (count(*) FILTER (WHERE type = 'MediaAttached'))::int AS n
+           (array_agg(data ORDER BY tx_id DESC, position DESC)
+               FILTER (WHERE type = 'SmsProcessed'))[1] AS p,
+           array_agg(tx_id ORDER BY tx_id DESC, position DESC)
+               FILTER (WHERE type = 'MediaAttached') AS media_tx,
+           array_agg(position ORDER BY tx_id DESC, position DESC)
+               FILTER (WHERE type = 'MediaAttached') AS media_position,
+           (array_agg(tx_id ORDER BY tx_id DESC, position DESC))[1] AS last_tx,
+           (array_agg(position ORDER BY tx_id DESC, position DESC))[1] AS last_position
     FROM events
     WHERE {in_range} AND type IN ('SmsReceived', 'SmsProcessed', 'MediaAttached')
     GROUP BY 1
 ),
 inserted AS (
-    INSERT INTO {table} (id, "from", "to", message, received_at, status, media_count,
-                         processed_at, encoding, segments, from_region, to_region)
+    INSERT INTO {table} AS t (id, "from", "to", message, received_at, status, media_count,
+                              processed_at, encoding, segments, from_region, to_region,
+                              folded_tx_id, folded_position)
     SELECT id, r->>'from', r->>'to', r->>'message', (r->>'received_at')::timestamptz,
-           CASE WHEN p IS NULL THEN 'stored' ELSE 'processed' END::sms_status, n,
+           CASE WHEN p IS NULL THEN 'stored' ELSE 'processed' END::sms_status,
+           coalesce(cardinality(media_position), 0),
            (p->>'processed_at')::timestamptz, p->>'encoding', (p->>'segments')::smallint,
-           p->>'from_region', p->>'to_region'
+           p->>'from_region', p->>'to_region', last_tx, last_position
     FROM batch WHERE r IS NOT NULL
-    ON CONFLICT (id) DO NOTHING
+    -- SmsReceived comes first in its stream's reading order, so this range holds
+    -- the stream from its start: its fold is the row, if it reaches further.
+    ON CONFLICT (id) DO UPDATE SET
+        (status, media_count, processed_at, encoding, segments, from_region, to_region,
+         folded_tx_id, folded_position)
+        = (excluded.status, excluded.media_count, excluded.processed_at, excluded.encoding,
+           excluded.segments, excluded.from_region, excluded.to_region,
+           excluded.folded_tx_id, excluded.folded_position)
+    WHERE (t.folded_tx_id, t.folded_position)
+          < (excluded.folded_tx_id, excluded.folded_position)
 )
 -- Messages whose SmsReceived was folded by an earlier range. (The rows inserted
 -- just above are not visible to this statement, and carry their range already.)
+-- Only the images beyond the row's place are new. The range's latest
+-- SmsProcessed may be in the row already; then no later one is, and setting
+-- it again changes nothing.
 UPDATE {table} AS t SET
     status = CASE WHEN b.p IS NULL THEN t.status ELSE 'processed' END,
     processed_at = coalesce((b.p->>'processed_at')::timestamptz, t.processed_at),
@@ -51,9 +78,15 @@ UPDATE {table} AS t SET
     segments = coalesce((b.p->>'segments')::smallint, t.segments),
     from_region = coalesce(b.p->>'from_region', t.from_region),
     to_region = coalesce(b.p->>'to_region', t.to_region),
-    media_count = t.media_count + b.n
+    media_count = t.media_count + (
+        SELECT count(*) FROM unnest(b.media_tx, b.media_position) AS m (tx_id, position)
+        WHERE (m.tx_id, m.position) > (t.folded_tx_id, t.folded_position)
+    ),
+    folded_tx_id = b.last_tx,
+    folded_position = b.last_position
 FROM batch AS b
 WHERE b.r IS NULL AND t.id = b.id
+  AND (b.last_tx, b.last_position) > (t.folded_tx_id, t.folded_position)
 """
 
 
