@@ -36,8 +36,12 @@ class Projector(Protocol):
 
 
 async def ensure_checkpoints(conn: psycopg.AsyncConnection[Any], names: Sequence[str]) -> None:
+    # Only the names with no row yet: an insert that meets a row another
+    # instance's open batch is updating waits for that batch to end, so a
+    # standby starting up would queue behind the active instance.
     await conn.execute(
-        "INSERT INTO projection_checkpoints (name) SELECT unnest(%s::text[])"
+        "INSERT INTO projection_checkpoints (name) SELECT n FROM unnest(%s::text[]) AS n"
+        " WHERE NOT EXISTS (SELECT 1 FROM projection_checkpoints c WHERE c.name = n)"
         " ON CONFLICT DO NOTHING",
         (list(names),),
     )
