@@ -23,7 +23,7 @@ import httpx
 
 from bench.harness import arguments, header, postgres, stop_on_sigterm, table, verdict
 from tests.support.phones import random_phone
-from tests.support.servers import free_port, smsq_process, wait_ready
+from tests.support.servers import serving
 
 POLL = 0.002
 
@@ -72,17 +72,12 @@ def main() -> None:
     messages = 40 if args.quick else args.messages
     with tempfile.TemporaryDirectory() as tmp, postgres(args.database_url) as pg:
         header("Lifecycle at light load", pg)
-        port = free_port()
         env = {
             "SMSQ_DATABASE_URL": pg.create("lifecycle"),
             "SMSQ_DATA_DIR": str(Path(tmp) / "data"),
-            "SMSQ_PORT": str(port),
             "SMSQ_LOG_LEVEL": "WARNING",
         }
-        log = Path(tmp) / "serve.log"
-        with smsq_process(["serve"], env, log) as server:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, server, log, 60)
+        with serving(env, Path(tmp) / "serve.log") as url:
             asyncio.run(measure(url, 20, args.rate))  # warm-up
             results = asyncio.run(measure(url, messages, args.rate))
     rows = []

@@ -47,6 +47,22 @@ def snapshot(url: str) -> list[tuple[Any, ...]]:
     return query(url, "SELECT * FROM sms_messages ORDER BY id")
 
 
+def assert_processed_once_and_as_replayed(url: str) -> None:
+    """One SmsProcessed per message, and the model as a fresh replay builds it."""
+    assert query(
+        url,
+        "SELECT count(*), count(DISTINCT stream_id) FROM events WHERE type = 'SmsProcessed'",
+    ) == [(MESSAGES, MESSAGES)]
+    folded = snapshot(url)
+    subprocess.run(
+        [SMSQ, "replay", "sms_messages"],
+        env={**os.environ, **env(url)},
+        check=True,
+        capture_output=True,
+    )
+    assert snapshot(url) == folded
+
+
 @pytest.fixture
 def url(databases: Databases) -> str:
     url = databases.create()
@@ -67,20 +83,8 @@ def test_a_worker_killed_mid_batch_resumes_and_matches_a_fresh_replay(
     assert not caught_up(url)
     with smsq_process(["worker"], env(url), tmp_path / "second.log"):
         wait_for(lambda: caught_up(url), 120, "the restarted worker to catch up")
-    folded = snapshot(url)
     # Every message processed exactly once, despite the kill.
-    assert query(
-        url,
-        "SELECT count(*), count(DISTINCT stream_id) FROM events WHERE type = 'SmsProcessed'",
-    ) == [(MESSAGES, MESSAGES)]
-
-    subprocess.run(
-        [SMSQ, "replay", "sms_messages"],
-        env={**os.environ, **env(url)},
-        check=True,
-        capture_output=True,
-    )
-    assert snapshot(url) == folded
+    assert_processed_once_and_as_replayed(url)
 
 
 def test_a_replay_killed_midway_leaves_the_live_model_and_a_rerun_completes(
@@ -207,16 +211,4 @@ def test_a_standby_worker_carries_on_when_the_active_one_dies(url: str, tmp_path
             crash(a)
             wait_for(lambda: caught_up(url), 60, "b to take over and finish")
     # Every message processed exactly once: a's batch in flight died with it.
-    assert query(
-        url,
-        "SELECT count(*), count(DISTINCT stream_id) FROM events WHERE type = 'SmsProcessed'",
-    ) == [(MESSAGES, MESSAGES)]
-
-    folded = snapshot(url)
-    subprocess.run(
-        [SMSQ, "replay", "sms_messages"],
-        env={**os.environ, **env(url)},
-        check=True,
-        capture_output=True,
-    )
-    assert snapshot(url) == folded
+    assert_processed_once_and_as_replayed(url)

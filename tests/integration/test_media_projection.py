@@ -4,51 +4,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
 from uuid_utils.compat import uuid7
 
-from commands.attach_media import attach_media
-from commands.event_store import Append, append
-from domain.commands import AttachMedia, Image
-from domain.events import EventMetadata, SmsReceived, stream_of
+from domain.commands import Image
 from projections.media import MediaProjector, media_of
 from projections.messages import MessagesProjector
 from projections.replay import replay
 from projections.runner import catch_up
-from tests.support.phones import random_phone
 from tests.support.postgres import Databases
 from tests.support.seed import seed_messages
+from tests.support.streams import a_message, attach
 
 SHARED = [
     Image(sha256=f"{n:064x}", content_type="image/webp", size=n, width=n, height=2)
     for n in range(1, 9)
 ]
-
-
-def meta() -> EventMetadata:
-    command = uuid7()
-    return EventMetadata(correlation_id=command, causation_id=command)
-
-
-async def a_message(conn: psycopg.AsyncConnection[Any]) -> UUID:
-    event = SmsReceived(
-        message_id=uuid7(),
-        sender=random_phone(),
-        recipient="+447911123456",
-        text="Hello",
-        received_at=datetime.now(UTC),
-    )
-    await append(conn, [Append(stream_of(event.message_id), 0, [event], meta())])
-    return event.message_id
-
-
-async def attach(conn: psycopg.AsyncConnection[Any], message_id: UUID, *images: Image) -> None:
-    await attach_media(conn, AttachMedia(message_id=message_id, images=images), meta())
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ import pytest
 from psycopg import sql
 from uuid_utils.compat import uuid7
 
-from commands.attach_media import attach_media
 from commands.event_store import Append, append, read_stream
-from domain.commands import AttachMedia, Image
-from domain.events import EventMetadata, SmsReceived, stream_of
+from domain.commands import Image
+from domain.events import stream_of
 from domain.message import fold as fold_stream
 from domain.processing import decide_process
 from migrations import migrate
@@ -34,9 +33,9 @@ from projections.media import MediaProjector, media_of
 from projections.messages import MessagesProjector
 from projections.replay import replay
 from projections.runner import catch_up, ensure_checkpoints, step
-from tests.support.phones import random_phone
 from tests.support.postgres import Databases
 from tests.support.seed import seed_messages
+from tests.support.streams import a_message, attach, meta
 
 IMAGES = [
     Image(sha256=f"{n:064x}", content_type="image/png", size=n, width=n, height=3)
@@ -46,27 +45,6 @@ TABLES = (messages.TABLE, media.LINKS, media.BLOBS)
 ORDER = {messages.TABLE: "id", media.LINKS: "message_id, stream_version", media.BLOBS: "sha256"}
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
-
-
-def meta() -> EventMetadata:
-    command = uuid7()
-    return EventMetadata(correlation_id=command, causation_id=command)
-
-
-async def a_message(conn: psycopg.AsyncConnection[Any]) -> UUID:
-    event = SmsReceived(
-        message_id=uuid7(),
-        sender=random_phone(),
-        recipient="+447911123456",
-        text="Hello",
-        received_at=datetime.now(UTC),
-    )
-    await append(conn, [Append(stream_of(event.message_id), 0, [event], meta())])
-    return event.message_id
-
-
-async def attach(conn: psycopg.AsyncConnection[Any], message_id: UUID, *images: Image) -> None:
-    await attach_media(conn, AttachMedia(message_id=message_id, images=images), meta())
 
 
 async def process(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> None:
