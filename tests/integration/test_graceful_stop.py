@@ -1,0 +1,73 @@
+"""Stopping the projectors mid-way: each finishes its batch, checkpoints, and lets go."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+
+from projections.catalog import projectors
+from projections.messages import MessagesProjector
+from projections.replay import replay
+from projections.runner import ProjectionRunner, catch_up
+from tests.support.postgres import Databases
+from tests.support.seed import seed_messages
+
+MESSAGES = 20_000
+
+
+async def one(conn: psycopg.AsyncConnection[Any], statement: str) -> Any:
+    row = await (await conn.execute(statement.encode())).fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def test_a_stop_mid_catch_up_leaves_consistent_checkpoints_and_no_open_transaction(
+    databases: Databases,
+) -> None:
+    url = databases.create()
+    seed_messages(url, MESSAGES, processed=0.5, media=0.1)
+    runner = ProjectionRunner(url, projectors(), batch_size=500)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        running = asyncio.create_task(runner.run())
+        deadline = time.monotonic() + 30
+        while await one(conn, "SELECT count(*) FROM sms_messages") == 0:
+            assert time.monotonic() < deadline, "the projectors never started"
+            await asyncio.sleep(0.005)
+
+        runner.stop()
+        await asyncio.wait_for(running, 10)  # no hang: the batches in flight end
+
+        # Stopped mid-way, not after the end: there is more to fold.
+        folded = await one(conn, "SELECT count(*) FROM sms_messages")
+        assert 0 < folded < MESSAGES
+        # The model holds exactly the messages at or below its checkpoint.
+        assert folded == await one(
+            conn,
+            "SELECT count(*) FROM events e, projection_checkpoints c"
+            " WHERE c.name = 'sms_messages' AND e.type = 'SmsReceived'"
+            " AND (e.tx_id, e.position) <= (c.tx_id, c.position)",
+        )
+        # Nothing left holding a lease or a transaction open.
+        assert (
+            await one(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()",
+            )
+            == 0
+        )
+
+        # A later run carries on from the checkpoints to the model a replay builds.
+        while sum([await catch_up(conn, projector) for projector in projectors()]):
+            pass  # the processing stage's events are folded on the next round
+        assert await one(conn, "SELECT count(*) FROM sms_messages") == MESSAGES
+        carried_on = await snapshot(conn)
+        await replay(conn, MessagesProjector())
+        assert await snapshot(conn) == carried_on
+
+
+async def snapshot(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+    return await (await conn.execute("SELECT * FROM sms_messages ORDER BY id")).fetchall()
