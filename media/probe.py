@@ -3,8 +3,8 @@
 Never the file name, never the client's Content-Type. Pillow only tries the
 allowed formats, reads the header, and the pixel limit is checked before a
 single pixel is decoded; then the file is verified, its first frame decoded
-and its end found (the file must reach it, and nothing may follow it). CPU-bound: call it off the
-event loop.
+and its end found (the file must reach it, and nothing may follow it).
+CPU-bound: call it off the event loop.
 """
 
 from __future__ import annotations
@@ -57,10 +57,7 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         with Pillow.open(io.BytesIO(data), formats=_OPEN_AS) as image:
             width, height = image.size
             image_format = str(image.format)
-            if width * height > max_pixels:
-                raise TooManyPixels(
-                    f"is {width}x{height} pixels; at most {max_pixels:,} pixels are allowed"
-                )
+            _check_pixels(image, max_pixels)
             image.verify()
         # verify() leaves the image unusable: decode from a fresh open.
         with Pillow.open(io.BytesIO(data), formats=_OPEN_AS) as image:
@@ -71,6 +68,7 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
             # cut after its first picture is not taken for whole.
             with Pillow.open(io.BytesIO(data), formats=_OPEN_AS) as image:
                 image.seek(getattr(image, "n_frames", 1) - 1)
+                _check_pixels(image, max_pixels)  # a picture of its own, of its own size
                 _decode_small(image, image_format)
     except (Pillow.DecompressionBombError, Pillow.DecompressionBombWarning):
         # Pillow's own guard, which fires while the header is read: its limit is
@@ -91,6 +89,14 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     if trailing:
         raise NotAnImage(f"has {trailing} bytes after the end of its {image_format} image")
     return ImageInfo(image_format, CONTENT_TYPES[image_format], width, height)
+
+
+def _check_pixels(image: Pillow.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise TooManyPixels(
+            f"is {width}x{height} pixels; at most {max_pixels:,} pixels are allowed"
+        )
 
 
 def _decode_small(image: Pillow.Image, image_format: str) -> None:

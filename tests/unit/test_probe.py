@@ -130,3 +130,11 @@ def test_the_pixel_limit_is_inclusive() -> None:
     assert probe(data, max_pixels=1000).width == 40
     with pytest.raises(TooManyPixels, match="is 40x25 pixels; at most 999 pixels"):
         probe(data, max_pixels=999)
+
+
+def test_each_picture_of_a_multi_picture_jpeg_is_held_to_the_pixel_limit() -> None:
+    small, large = images.picture((16, 16)), images.picture((100, 100), seed=1)
+    data = images.encode(small, "MPO", save_all=True, append_images=[large])
+    assert probe(data, max_pixels=10_000).width == 16
+    with pytest.raises(TooManyPixels, match="is 100x100 pixels"):
+        probe(data, max_pixels=9_999)
