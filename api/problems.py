@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
@@ -89,13 +90,15 @@ INVALID_QUERY = {
 }
 
 
-def declared_query(handler: BaseRouteHandler) -> set[str]:
-    """The query parameters a handler declares with `QueryParameter` (or `FromQuery`)."""
-    return {
+@lru_cache(maxsize=64)
+def declared_query(handler: BaseRouteHandler) -> frozenset[str]:
+    """The query parameters a handler declares with `QueryParameter` (or
+    `FromQuery`), read from its signature once per handler, not per request."""
+    return frozenset(
         field.kwarg_definition.name or name
         for name, field in handler.parsed_fn_signature.parameters.items()
         if isinstance(field.kwarg_definition, QueryParameter)
-    }
+    )
 
 
 async def refuse_unknown_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
