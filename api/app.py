@@ -35,6 +35,8 @@ from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
 from commands.receive_sms import receive_batch
 from media.store import LocalStore
+from projections.listener import Listener, listening
+from projections.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             access = Access(
                 pool, loopback=is_loopback(settings.host), ttl=settings.auth_cache_seconds
             )
+            listener = Listener(url)
+            progress = Progress(pool, listener)
             app.state.services = Services(
                 settings=settings,
                 pool=pool,
@@ -93,9 +97,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 metrics=counted,
                 store=LocalStore(settings.data_dir / "media"),
                 decoders=CapacityLimiter(DECODERS),
+                progress=progress,
             )
             if settings.run_projectors:
-                await stack.enter_async_context(background(url, pool))
+                await stack.enter_async_context(background(url, pool, listener))
+            await stack.enter_async_context(listening(listener))
             # What start-up made (modules, the app, the pool) lives as long as
             # the process: out of the collector's sight, a full collection no
             # longer walks it while requests wait (at half load, full

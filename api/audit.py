@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from api.consistency import ConsistencyToken, await_log
 from api.problems import INVALID_QUERY, refuse_unknown_query
 from api.schemas import Event
 from api.services import Services
@@ -65,7 +66,9 @@ class AuditController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         # Named as the query parameter, so that a 422 names the field the client sent.
         type: FromQuery[EventType | None] = None,
+        consistency_token: ConsistencyToken = None,
     ) -> LogPage:
+        await await_log(services, consistency_token)
         async with services.pool.connection() as conn:
             recorded = await read_after(
                 conn, after, limit, event_type=None if type is None else type.value

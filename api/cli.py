@@ -104,12 +104,18 @@ def worker() -> None:
 async def _work(url: str, settings: Settings) -> None:
     from api.app import open_pool
     from api.lifecycle import background
+    from projections.listener import Listener, listening
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with open_pool(url, settings, name="worker") as pool, background(url, pool):
+    listener = Listener(url)
+    async with (
+        open_pool(url, settings, name="worker") as pool,
+        background(url, pool, listener),
+        listening(listener),
+    ):
         await stop.wait()
     click.echo("smsq: worker stopped", err=True)
 

@@ -12,15 +12,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from commands.housekeeping import keep_pruning
 from projections.catalog import projectors
+from projections.listener import Listener
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def background(url: str, pool: AsyncConnectionPool[Any]) -> AsyncIterator[ProjectionRunner]:
-    """Projectors, the processing stage and housekeeping, stopped gracefully on exit."""
-    runner = ProjectionRunner(url, projectors())
+async def background(
+    url: str, pool: AsyncConnectionPool[Any], listener: Listener
+) -> AsyncIterator[ProjectionRunner]:
+    """Projectors, the processing stage and housekeeping, stopped gracefully on exit.
+
+    They wake on `listener`, which the caller runs once every follower has subscribed.
+    """
+    runner = ProjectionRunner(url, projectors(), listener=listener)
     running = asyncio.create_task(runner.run())
     stopping = asyncio.Event()
     pruning = asyncio.create_task(keep_pruning(pool, stopping))

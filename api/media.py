@@ -22,6 +22,7 @@ from litestar.openapi.spec import (
 )
 from litestar.params import FromPath
 
+from api.consistency import HEADER, WRITTEN, ConsistencyToken, place_of, token_of
 from api.context import request_metadata
 from api.messages import load_message
 from api.problems import Refusal
@@ -29,9 +30,7 @@ from api.schemas import Media, MediaList
 from api.services import Services
 from api.uploads import FIELD, Upload, read_uploads
 from commands.attach_media import attach_media
-from commands.event_store import read_stream
 from domain.commands import AttachMedia, Image
-from domain.events import stream_of
 from domain.message import fold
 from media.probe import ALLOWED, NotAnImage, TooManyPixels, examine
 from projections.media import media_of
@@ -67,6 +66,7 @@ class MessageMediaController(Controller):
         summary="Attach images to a message",
         description="201 when something new was attached; 200 when all of it was already.",
         responses={200: ResponseSpec(MediaList, description="Every image was attached already")},
+        response_headers=WRITTEN,
     )
     async def attach(
         self,
@@ -101,26 +101,35 @@ class MessageMediaController(Controller):
                 AttachMedia(message_id=message_id, images=tuple(images)),
                 request_metadata(request),
             )
+        attached = outcome.decision
         return Response(
-            MediaList([Media.attached(m) for m in outcome.media]),
-            status_code=201 if outcome.new else 200,
-            headers={"Location": f"/messages/{message_id}/media"},
+            MediaList([Media.attached(m) for m in attached.media]),
+            status_code=201 if attached.new else 200,
+            headers={
+                "Location": f"/messages/{message_id}/media",
+                HEADER: token_of(outcome.place),
+            },
         )
 
     @get("/", opt={"scope": "read"}, summary="A message's images, in attach order")
     async def list_media(
-        self, message_id: FromPath[UUID], services: NamedDependency[Services]
+        self,
+        message_id: FromPath[UUID],
+        services: NamedDependency[Services],
+        consistency_token: ConsistencyToken = None,
     ) -> MediaList:
+        # As for one message: the stream answers while the model is behind, so an
+        # image is listed the moment its 201 is sent, and a token is never waited for.
+        if consistency_token is not None:
+            place_of(consistency_token)
         async with services.pool.connection() as conn:
-            rows = await media_of(conn, message_id)
-            if rows is not None:
-                return MediaList([Media.attached(r) for r in rows])
-            # The model has not caught up (or there is no such message): the
-            # stream answers, so an image is listed the moment its 201 is sent.
-            recorded = await read_stream(conn, stream_of(message_id))
-        state = fold(r.decode() for r in recorded)
-        if state is None:
+            view = await media_of(conn, message_id)
+        if view is None:
             raise NotFoundException(f"no message {message_id}")
+        if view.rows is not None:
+            return MediaList([Media.attached(r) for r in view.rows])
+        state = fold(r.decode() for r in view.stream)
+        assert state is not None
         return MediaList([Media.attached(m) for m in state.media])
 
 

@@ -15,6 +15,14 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from uuid_utils.compat import uuid7
 
+from api.consistency import (
+    HEADER,
+    WRITTEN,
+    ConsistencyToken,
+    await_model,
+    place_of,
+    token_of,
+)
 from api.context import actor_of, request_metadata
 from api.problems import (
     INVALID_QUERY,
@@ -26,13 +34,14 @@ from api.problems import (
 )
 from api.schemas import Message, MessagePage, SendSms
 from api.services import Services
-from commands.event_store import read_stream
+from commands.event_store import Place, Recorded, read_stream
 from commands.receive_sms import IdempotencyKey, KeyReused, ReceiveRequest, Replayed
 from domain.commands import ReceiveSms
 from domain.events import SmsReceived, stream_of
 from domain.message import Status, fold
 from domain.phone import PhoneNumber
-from domain.sms import Accepted, Duplicate, Quota, RateLimited
+from domain.sms import Duplicate, Quota, RateLimited
+from projections.messages import TABLE as MESSAGES
 from projections.messages import get_message, list_messages
 
 
@@ -70,16 +79,26 @@ def _quota_headers(quota: Quota) -> dict[str, str]:
     }
 
 
-async def load_message(services: Services, message_id: UUID) -> Message | None:
-    """From the read model; from the stream while the model has not caught up
-    (read-your-writes: a message answers 200 the moment its 201 was sent)."""
+class Found(msgspec.Struct, frozen=True):
+    message: Message
+    place: Place
+    """The place of the message's last event that the answer includes."""
+
+
+async def load_message(services: Services, message_id: UUID) -> Found | None:
+    """From the read model when it has folded every event of the message; else
+    from the stream, so an answer is never older than the log it was read from
+    (a message answers 200 the moment its 201 was sent, and its status never
+    goes back)."""
     async with services.pool.connection() as conn:
-        row = await get_message(conn, message_id)
-        if row is not None:
-            return Message.from_row(row)
-        recorded = await read_stream(conn, stream_of(message_id))
-    state = fold(r.decode() for r in recorded)
-    return None if state is None else Message.from_state(state)
+        view = await get_message(conn, message_id)
+    if view is None:
+        return None
+    if view.row is not None:
+        return Found(Message.from_row(view.row), view.place)
+    state = fold(r.decode() for r in view.stream)
+    assert state is not None
+    return Found(Message.from_state(state, stored=view.stored), view.place)
 
 
 def phone_filter(raw: str | None, field: str) -> str | None:
@@ -91,24 +110,24 @@ def phone_filter(raw: str | None, field: str) -> str | None:
     return PhoneNumber.parse(raw, field).e164
 
 
-async def _existing(services: Services, message_id: UUID) -> Message:
-    message = await load_message(services, message_id)
-    if message is None:
+async def _existing(services: Services, message_id: UUID) -> Found:
+    found = await load_message(services, message_id)
+    if found is None:
         raise NotFoundException(f"no message {message_id}")
-    return message
+    return found
 
 
-async def _first_response(services: Services, message_id: UUID) -> Message:
+async def _first_response(services: Services, message_id: UUID) -> Found:
     """The body of the 201 that created the message, rebuilt from its first event."""
     async with services.pool.connection() as conn:
         recorded = await read_stream(conn, stream_of(message_id))
     first = recorded[0].decode()
     assert isinstance(first, SmsReceived)
-    return Message.received(first)
+    return Found(Message.received(first), recorded[0].place)
 
 
 async def _replay(services: Services, outcome: Replayed) -> Response[Message]:
-    body = (
+    found = (
         await _first_response(services, outcome.message_id)
         if outcome.status == 201
         else await _existing(services, outcome.message_id)
@@ -116,8 +135,12 @@ async def _replay(services: Services, outcome: Replayed) -> Response[Message]:
     # The quota headers as the first answer sent them, Reset included: a replay
     # repeats that answer; it does not take or report the quota anew.
     quota = {} if outcome.quota is None else _quota_headers(outcome.quota)
-    headers = quota | {"Location": f"/messages/{outcome.message_id}", "Idempotent-Replayed": "true"}
-    return Response(body, status_code=outcome.status, headers=headers)
+    headers = quota | {
+        "Location": f"/messages/{outcome.message_id}",
+        "Idempotent-Replayed": "true",
+        HEADER: token_of(found.place),
+    }
+    return Response(found.message, status_code=outcome.status, headers=headers)
 
 
 IdempotencyKeyHeader = Annotated[
@@ -144,6 +167,7 @@ class MessagesController(Controller):
         before_request=require_json_message,
         summary="Send an SMS",
         responses={},
+        response_headers=WRITTEN,
     )
     async def send(
         self,
@@ -163,15 +187,21 @@ class MessagesController(Controller):
             ReceiveRequest(command, request_metadata(request), key)
         )
 
-        if isinstance(outcome, Accepted):
-            message_id = outcome.event.message_id
-            headers = _quota_headers(outcome.quota) | {"Location": f"/messages/{message_id}"}
-            return Response(Message.received(outcome.event), status_code=201, headers=headers)
+        if isinstance(outcome, Recorded):
+            event = outcome.decision.event
+            headers = _quota_headers(outcome.decision.quota) | {
+                "Location": f"/messages/{event.message_id}",
+                HEADER: token_of(outcome.place),
+            }
+            return Response(Message.received(event), status_code=201, headers=headers)
         if isinstance(outcome, Duplicate):
             services.metrics.duplicates.inc()
             original = await _existing(services, outcome.original)
-            headers = _quota_headers(outcome.quota) | {"Location": f"/messages/{original.id}"}
-            return Response(original, status_code=200, headers=headers)
+            headers = _quota_headers(outcome.quota) | {
+                "Location": f"/messages/{original.message.id}",
+                HEADER: token_of(original.place),
+            }
+            return Response(original.message, status_code=200, headers=headers)
         if isinstance(outcome, RateLimited):
             services.metrics.rate_limited.inc()
             return problem(
@@ -205,7 +235,9 @@ class MessagesController(Controller):
         status: FromQuery[Status | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
         offset: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
+        consistency_token: ConsistencyToken = None,
     ) -> MessagePage:
+        await await_model(services, consistency_token, MESSAGES)
         filters = {
             "from": phone_filter(sender, "from"),
             "to": phone_filter(recipient, "to"),
@@ -232,6 +264,13 @@ class MessagesController(Controller):
 
     @get("/{message_id:uuid}", summary="One message", opt={"scope": "read"})
     async def get_one(
-        self, message_id: FromPath[UUID], services: NamedDependency[Services]
+        self,
+        message_id: FromPath[UUID],
+        services: NamedDependency[Services],
+        consistency_token: ConsistencyToken = None,
     ) -> Message:
-        return await _existing(services, message_id)
+        # Answered from the stream whenever the read model is behind: it includes
+        # every acknowledged write already, so a token is checked, never waited for.
+        if consistency_token is not None:
+            place_of(consistency_token)
+        return (await _existing(services, message_id)).message

@@ -66,11 +66,19 @@ def problem(
 class Refusal(Exception):
     """A request refused with a problem of its own status, type and detail."""
 
-    def __init__(self, status: int, detail: str, *, slug: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.slug = slug
+        self.headers = headers
 
 
 def invalid(errors: list[FieldError], *, unnamed: int = 0) -> Response[Problem]:
@@ -164,7 +172,7 @@ def _invalid_field(_: Request[Any, Any, Any], exc: InvalidField) -> Response[Pro
 
 
 def _refusal(_: Request[Any, Any, Any], exc: Refusal) -> Response[Problem]:
-    return problem(exc.status, exc.detail, slug=exc.slug)
+    return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
 
 
 def _unknown_message(_: Request[Any, Any, Any], exc: UnknownMessage) -> Response[Problem]:

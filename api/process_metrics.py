@@ -46,6 +46,11 @@ class ProcessMetrics:
             "POST /messages answered with an earlier identical message (200)",
             registry=self.registry,
         )
+        self.consistency_timeouts = Counter(
+            "smsq_consistency_timeouts",
+            "Reads with a Consistency-Token answered 503: the read model did not pass it in time",
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

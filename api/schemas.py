@@ -10,7 +10,7 @@ import msgspec
 
 from commands.event_store import RecordedEvent
 from domain.events import MediaAttached, SmsReceived
-from domain.message import MessageState
+from domain.message import MessageState, Status
 from projections.media import MediaRow
 from projections.messages import MessageRow
 
@@ -61,14 +61,17 @@ class Message(msgspec.Struct, kw_only=True):
         )
 
     @staticmethod
-    def from_state(state: MessageState) -> Message:
+    def from_state(state: MessageState, *, stored: bool) -> Message:
+        """The message as its stream tells it; `stored` when the read model has a row
+        for it (which only the model can know)."""
         processed = state.processed
+        status = state.status if processed or not stored else Status.STORED
         return Message(
             id=state.message_id,
             sender=state.sender,
             recipient=state.recipient,
             message=state.text,
-            status=state.status.value,
+            status=status.value,
             received_at=rfc3339(state.received_at),
             media_count=len(state.media),
             processed_at=rfc3339(processed.processed_at) if processed else None,

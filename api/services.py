@@ -15,6 +15,7 @@ from api.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
 from media.store import MediaStore
+from projections.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Services:
     decoders: CapacityLimiter
     access: Access
     metrics: ProcessMetrics
+    progress: Progress
 
 
 def provide_services(state: State) -> Services:

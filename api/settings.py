@@ -49,6 +49,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_media_bytes: Annotated[
         int, Positive, Meta(description="largest image accepted per file, in bytes")
     ] = 5 * 1024 * 1024
+    consistency_wait: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=60,
+            description="seconds a read carrying a Consistency-Token waits for the read"
+            " models to pass it before answering 503",
+        ),
+    ] = 2.0
     run_projectors: Annotated[
         bool, Meta(description="whether `smsq serve` also runs projectors and processing")
     ] = True

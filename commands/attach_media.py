@@ -16,6 +16,7 @@ import psycopg
 from commands.event_store import (
     Append,
     ConcurrencyConflict,
+    Recorded,
     append,
     lock_streams,
     read_stream,
@@ -41,7 +42,7 @@ ON CONFLICT (sha256) DO NOTHING
 
 async def attach_media(
     conn: psycopg.AsyncConnection[Any], command: AttachMedia, metadata: EventMetadata
-) -> Attached:
+) -> Recorded[Attached]:
     """Raises `UnknownMessage`; `conn` must be in autocommit mode (each attempt commits)."""
     attempt = 1
     while True:
@@ -55,7 +56,7 @@ async def attach_media(
 
 async def _attempt(
     conn: psycopg.AsyncConnection[Any], command: AttachMedia, metadata: EventMetadata
-) -> Attached:
+) -> Recorded[Attached]:
     stream = stream_of(command.message_id)
     async with conn.transaction():
         await lock_streams(conn, [stream])
@@ -65,11 +66,12 @@ async def _attempt(
         assert row is not None
         state = fold(r.decode() for r in recorded)
         decision = decide_attach(command, state, row[0])
-        if decision.new:
-            assert state is not None
-            await conn.execute(_BLOBS, _columns(decision.new))
-            await append(conn, [Append(stream, state.version, decision.new, metadata)])
-    return decision
+        if not decision.new:
+            return Recorded(decision, max(r.place for r in recorded))
+        assert state is not None
+        await conn.execute(_BLOBS, _columns(decision.new))
+        appended = await append(conn, [Append(stream, state.version, decision.new, metadata)])
+    return Recorded(decision, max(await appended.places()))
 
 
 def _columns(events: tuple[MediaAttached, ...]) -> tuple[list[Any], ...]:

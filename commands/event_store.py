@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -46,8 +46,31 @@ class Append(msgspec.Struct, frozen=True):
     event_ids: Sequence[UUID] = ()
 
 
+class Place(msgspec.Struct, frozen=True, order=True):
+    """A place in the log's reading order: the event at (tx_id, position).
+
+    Readers go in this order, not by position alone: a position is taken at
+    insert time but becomes visible only when its transaction commits.
+    """
+
+    tx_id: int
+    position: int
+
+
+D = TypeVar("D")
+
+
+class Recorded(msgspec.Struct, Generic[D], frozen=True):
+    """A decision as the log holds it: `place` is that of the last event it
+    wrote, or of the last one it was decided on when it wrote none."""
+
+    decision: D
+    place: Place
+
+
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     position: int
+    tx_id: int
     stream_id: str
     version: int
     event_id: UUID
@@ -56,6 +79,10 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: msgspec.Raw
     metadata: msgspec.Raw
     recorded_at: datetime
+
+    @property
+    def place(self) -> Place:
+        return Place(self.tx_id, self.position)
 
     def decode(self) -> Event:
         return msgspec.json.decode(self.data, type=EVENT_TYPES[self.type])
@@ -72,7 +99,7 @@ FROM jsonb_to_recordset(%s::jsonb)
 -- A stream behind the expected version would otherwise get a gap in its versions.
 WHERE e.expected = 0
    OR EXISTS (SELECT 1 FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.expected)
-RETURNING position
+RETURNING event_id, tx_id::text, position
 """
 
 
@@ -87,19 +114,43 @@ class _Row(msgspec.Struct, frozen=True):
     metadata: EventMetadata
 
 
+# tx_id as text (psycopg has no xid8 loader), under a name of its own: a
+# statement that orders by tx_id must sort the xid8 column, not this text.
 recorded_columns = (
-    "position, stream_id, version, event_id, type, schema_version,"
+    "position, tx_id::text AS tx_text, stream_id, version, event_id, type, schema_version,"
     " data::text, metadata::text, recorded_at"
 )
 
 
-async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) -> None:
+class Appended:
+    """Where the appended events went in the log, one place per event in the
+    order they were given.
+
+    In pipeline mode an append that only starts new streams is not waited for
+    (a conflict, a reused message id, then surfaces when the pipeline syncs):
+    its places are read once the result has arrived, after the sync.
+    """
+
+    def __init__(self, cursor: psycopg.AsyncCursor[Any], event_ids: list[UUID]) -> None:
+        self._cursor = cursor
+        self._event_ids = event_ids
+        self._rows: list[tuple[Any, ...]] | None = None
+
+    async def rows(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            self._rows = await self._cursor.fetchall()
+        return self._rows
+
+    async def places(self) -> list[Place]:
+        at = {event_id: Place(int(tx), position) for event_id, tx, position in await self.rows()}
+        return [at[event_id] for event_id in self._event_ids]
+
+
+async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) -> Appended:
     """Append every stream's events in one statement.
 
     Raises `ConcurrencyConflict` when a stream moved past (or is behind) its
     expected version; the caller's transaction is then aborted and may retry.
-    In pipeline mode, appends that only start new streams are not waited for:
-    a conflict (a reused message id) then surfaces when the pipeline syncs.
     """
     rows = [
         _Row(
@@ -120,12 +171,14 @@ async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) 
     existing = [a for a in appends if a.expected_version > 0]
     try:
         cur = await conn.execute(_INSERT, (msgspec.json.encode(rows).decode(),))
+        appended = Appended(cur, [row.event_id for row in rows])
         if existing:
-            inserted = len(await cur.fetchall())
+            inserted = len(await appended.rows())
     except errors.UniqueViolation as error:
         raise _conflict(error, appends) from error
     if existing and inserted != len(rows):
         raise ConcurrencyConflict(existing[0].stream_id, existing[0].expected_version)
+    return appended
 
 
 def _conflict(error: errors.UniqueViolation, appends: Sequence[Append]) -> Exception:
@@ -179,10 +232,35 @@ async def read_streams(
     return streams
 
 
+# For statements that answer about one message from a read model or, when the
+# model is behind, from the stream itself, in one snapshot and one round trip:
+# a CTE named `stream` holding the stream's rows, the place of its last event
+# in reading order, and the whole stream as one JSON document.
+STREAM_CTE = """
+stream AS MATERIALIZED (SELECT * FROM events WHERE stream_id = %(stream)s),
+last AS (SELECT tx_id, position FROM stream ORDER BY tx_id DESC, position DESC LIMIT 1)
+"""
+
+STREAM_JSON = """
+(SELECT json_agg(json_build_object(
+    'position', position, 'tx_id', tx_id::text::bigint, 'stream_id', stream_id,
+    'version', version, 'event_id', event_id, 'type', type, 'schema_version', schema_version,
+    'data', data, 'metadata', metadata, 'recorded_at', recorded_at) ORDER BY version)
+ FROM stream)::text
+"""
+
+_stream_decoder = msgspec.json.Decoder(list[RecordedEvent])
+
+
+def decode_stream(document: str) -> list[RecordedEvent]:
+    return _stream_decoder.decode(document)
+
+
 def recorded_event(row: tuple[Any, ...]) -> RecordedEvent:
-    position, stream_id, version, event_id, type_, schema_version, data, metadata, at = row
+    position, tx_id, stream_id, version, event_id, type_, schema_version, data, metadata, at = row
     return RecordedEvent(
         position=position,
+        tx_id=int(tx_id),
         stream_id=stream_id,
         version=version,
         event_id=event_id,

@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 import psycopg
 
-from commands.event_store import Append, append
+from commands.event_store import Append, Appended, Recorded, append
 from domain.commands import ReceiveSms
 from domain.events import EventMetadata, SmsReceived, stream_of
 from domain.sms import (
@@ -25,6 +25,7 @@ from domain.sms import (
     Decision,
     Duplicate,
     Quota,
+    RateLimited,
     SenderWindow,
     Sent,
     decide_receive,
@@ -63,7 +64,7 @@ class KeyReused(msgspec.Struct, frozen=True):
     key: str
 
 
-Outcome = Decision | Replayed | KeyReused
+Outcome = Recorded[Accepted] | Duplicate | RateLimited | Replayed | KeyReused
 
 # Locks are taken in ascending key order so that concurrent batches, each
 # holding several senders, can never wait on each other in a cycle.
@@ -162,7 +163,7 @@ async def receive_batch(
                 sent[sender].append(Sent(message_id, recipient, text, received_at))
         windows = {s: SenderWindow(tuple(sent[s])) for s in senders}
 
-        outcomes: list[Outcome] = []
+        decisions: list[Decision | Replayed | KeyReused] = []
         accepted: list[SmsReceived] = []
         appends: list[Append] = []
         new_keys: list[tuple[Any, ...]] = []
@@ -170,11 +171,11 @@ async def receive_batch(
             key = request.idempotency
             prior = None if key is None else known.get((key.actor, key.key))
             if key is not None and prior is not None:
-                outcomes.append(prior.replay_for(key))
+                decisions.append(prior.replay_for(key))
                 continue
             sender = request.command.sender.e164
             decision = decide_receive(request.command, windows[sender], now)
-            outcomes.append(decision)
+            decisions.append(decision)
             if isinstance(decision, Accepted):
                 windows[sender] = remember(windows[sender], decision.event)
                 accepted.append(decision.event)
@@ -192,6 +193,7 @@ async def receive_batch(
             await conn.execute(_REMEMBER, (msgspec.json.encode(accepted).decode(),))
         if new_keys:
             await conn.execute(_STORE_KEYS, tuple(map(list, zip(*new_keys, strict=True))))
-        if appends:
-            await append(conn, appends)
-    return outcomes
+        appended: Appended | None = await append(conn, appends) if appends else None
+    # The places arrive with the commit: asking for them earlier would cost a round trip.
+    places = iter([] if appended is None else await appended.places())
+    return [Recorded(d, next(places)) if isinstance(d, Accepted) else d for d in decisions]

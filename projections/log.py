@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import psycopg
 
-from commands.event_store import RecordedEvent, recorded_columns, recorded_event
+from commands.event_store import Place, RecordedEvent, recorded_columns, recorded_event
 
-
-class Checkpoint(msgspec.Struct, frozen=True, order=True):
-    """A place in the log's reading order: after (tx_id, position)."""
-
-    tx_id: int
-    position: int
-
+# A projector's checkpoint is the place of the last event it folded.
+Checkpoint = Place
 
 START = Checkpoint(0, 0)
 

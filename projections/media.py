@@ -15,6 +15,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from commands.event_store import STREAM_CTE, STREAM_JSON, Place, RecordedEvent, decode_stream
 from domain.events import stream_of
 from projections.log import IN_RANGE, Checkpoint, range_params
 
@@ -97,36 +98,51 @@ class MediaRow(msgspec.Struct, frozen=True, kw_only=True):
     attached_at: datetime
 
 
-# The stream's last event in the reading order, and whether this projector has
-# folded it: every event of the stream is then in the model. (Its last version
-# may come earlier: the processing stage's SmsProcessed can precede an image
-# attached while its batch ran.) No row: no stream.
-_FOLDED = """
-SELECT coalesce((e.tx_id, e.position) <= (c.tx_id, c.position), false)
-FROM events AS e LEFT JOIN projection_checkpoints AS c ON c.name = %s
-WHERE e.stream_id = %s
-ORDER BY e.tx_id DESC, e.position DESC
-LIMIT 1
-"""
+class MediaView(msgspec.Struct, frozen=True, kw_only=True):
+    """A message's images as one statement saw them: the read model's rows
+    when it has folded every event of the stream, else the stream to fold."""
 
-_MEDIA = """
-SELECT b.sha256, b.content_type, b.size, b.width, b.height, m.attached_at
-FROM message_media AS m JOIN media_blobs AS b USING (sha256)
-WHERE m.message_id = %s
-ORDER BY m.stream_version
-"""
+    place: Place
+    """The stream's last event in the reading order."""
+    rows: list[MediaRow] | None
+    stream: list[RecordedEvent]
+    """The stream, when `rows` is None."""
 
 
-async def media_of(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> list[MediaRow] | None:
-    """A message's images in attach order; None when the model cannot tell
-    (no such message, or the model has not folded its stream's latest events)."""
-    cur = await conn.execute(_FOLDED, (NAME, stream_of(message_id)))
-    folded = await cur.fetchone()
-    if folded is None or not folded[0]:
+# The model holds every image of the message when this projector's checkpoint
+# is at or past the stream's last event visible to the statement. (Its last
+# version may come earlier: the processing stage's SmsProcessed can precede an
+# image attached while its batch ran.) Check, rows and, when the model is
+# behind, the stream: one snapshot. No row back: no such message.
+_MEDIA = sql.SQL(
+    "WITH {stream_cte}, folded AS ("
+    " SELECT coalesce((last.tx_id, last.position) <= (c.tx_id, c.position), false) AS yes"
+    " FROM last LEFT JOIN projection_checkpoints AS c ON c.name = %(name)s)"
+    " SELECT last.tx_id::text, last.position, folded.yes,"
+    " CASE WHEN folded.yes THEN coalesce((SELECT json_agg(json_build_object("
+    " 'sha256', b.sha256, 'content_type', b.content_type, 'size', b.size, 'width', b.width,"
+    " 'height', b.height, 'attached_at', m.attached_at) ORDER BY m.stream_version)"
+    " FROM message_media AS m JOIN media_blobs AS b USING (sha256)"
+    " WHERE m.message_id = %(id)s), '[]')::text ELSE {stream_json} END"
+    " FROM last, folded"
+).format(stream_cte=sql.SQL(STREAM_CTE), stream_json=sql.SQL(STREAM_JSON))
+
+_rows_decoder = msgspec.json.Decoder(list[MediaRow])
+
+
+async def media_of(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> MediaView | None:
+    """A message's images in attach order; None when there is no such message."""
+    cur = await conn.execute(
+        _MEDIA, {"stream": stream_of(message_id), "id": message_id, "name": NAME}
+    )
+    found = await cur.fetchone()
+    if found is None:
         return None
-    cur = await conn.execute(_MEDIA, (message_id,))
-    fields = ("sha256", "content_type", "size", "width", "height", "attached_at")
-    return [MediaRow(**dict(zip(fields, row, strict=True))) for row in await cur.fetchall()]
+    tx_id, position, folded, document = found
+    place = Place(int(tx_id), position)
+    if folded:
+        return MediaView(place=place, rows=_rows_decoder.decode(document), stream=[])
+    return MediaView(place=place, rows=None, stream=decode_stream(document))
 
 
 async def get_blob(conn: psycopg.AsyncConnection[Any], sha256: str) -> Blob | None:

@@ -16,6 +16,14 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from commands.event_store import (
+    STREAM_CTE,
+    STREAM_JSON,
+    Place,
+    RecordedEvent,
+    decode_stream,
+)
+from domain.events import stream_of
 from projections.log import IN_RANGE, Checkpoint, range_params
 
 TABLE = "sms_messages"
@@ -151,12 +159,46 @@ def _row(values: tuple[Any, ...]) -> MessageRow:
     return MessageRow(**dict(zip(fields, values, strict=True)))
 
 
-async def get_message(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> MessageRow | None:
-    cur = await conn.execute(
-        sql.SQL("SELECT {} FROM sms_messages AS m WHERE m.id = %s").format(_COLUMNS), (message_id,)
+class MessageView(msgspec.Struct, frozen=True, kw_only=True):
+    """One message as one statement saw it: the row when the read model has
+    folded every event of the stream, else the stream itself to fold."""
+
+    place: Place
+    """The stream's last event in the reading order."""
+    row: MessageRow | None
+    stored: bool
+    """Whether the read model has a row for the message, current or not."""
+    stream: list[RecordedEvent]
+    """The stream, when `row` is None."""
+
+
+# The row is current when its place is at or past the stream's last event
+# visible to this statement's snapshot: it has folded every event of the
+# message that a reader could know of. Row, place and (when the row is behind)
+# the stream come from one snapshot, so an answer is never older than the
+# stream an earlier answer came from. No row back: no such message.
+_GET = sql.SQL(
+    "WITH {stream_cte}"
+    " SELECT last.tx_id::text, last.position, m.id IS NOT NULL,"
+    " (m.folded_tx_id, m.folded_position) >= (last.tx_id, last.position), {columns},"
+    " CASE WHEN m.id IS NULL OR (m.folded_tx_id, m.folded_position) < (last.tx_id, last.position)"
+    " THEN {stream_json} END"
+    " FROM last LEFT JOIN sms_messages AS m ON m.id = %(id)s"
+).format(stream_cte=sql.SQL(STREAM_CTE), columns=_COLUMNS, stream_json=sql.SQL(STREAM_JSON))
+
+
+async def get_message(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> MessageView | None:
+    cur = await conn.execute(_GET, {"stream": stream_of(message_id), "id": message_id})
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    tx_id, position, stored, current, *columns, stream = found
+    return MessageView(
+        place=Place(int(tx_id), position),
+        row=_row(tuple(columns)) if current else None,
+        stored=stored,
+        stream=[] if stream is None else decode_stream(stream),
     )
-    row = await cur.fetchone()
-    return None if row is None else _row(row)
 
 
 def list_statement(

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from projections.log import START, Checkpoint, next_range
-from projections.runner import Projector, ensure_checkpoints
+from projections.runner import Projector, ensure_checkpoints, move_checkpoint
 
 SHADOW = "__shadow"
 RETIRED = "__retired"
@@ -92,11 +92,7 @@ async def replay(
             progress(count)
         for table, shadow in shadows.items():
             await _swap(conn, table, shadow)
-        await conn.execute(
-            "UPDATE projection_checkpoints SET tx_id = %s::text::xid8, position = %s,"
-            " updated_at = clock_timestamp() WHERE name = %s",
-            (at.tx_id, at.position, model.name),
-        )
+        await move_checkpoint(conn, model.name, at)
     for table in shadows:
         await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     await conn.execute("RESET synchronous_commit")

@@ -16,10 +16,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from commands.notify import CHANNEL
+from projections.listener import Listener, listening
 from projections.log import START, Checkpoint, range_end
+from projections.progress import PROGRESS, announcement
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,29 @@ FROM (
 LEFT JOIN LATERAL ({range_end("lease.tx_id, lease.position")}) AS ahead ON true
 """
 
-_MOVE = """
-UPDATE projection_checkpoints SET tx_id = %s::text::xid8, position = %s,
-    updated_at = clock_timestamp()
-WHERE name = %s
-"""
+# The new checkpoint is announced in the same transaction: heard only if the
+# batch commits, by readers waiting for the model to pass a consistency token.
+_MOVE = sql.SQL("""
+WITH moved AS (
+    UPDATE projection_checkpoints SET tx_id = %(tx)s::text::xid8, position = %(position)s,
+        updated_at = clock_timestamp()
+    WHERE name = %(name)s
+    RETURNING name
+)
+SELECT pg_notify({channel}, %(announcement)s) FROM moved
+""").format(channel=sql.Literal(PROGRESS))
+
+
+async def move_checkpoint(conn: psycopg.AsyncConnection[Any], name: str, to: Checkpoint) -> None:
+    await conn.execute(
+        _MOVE,
+        {
+            "tx": to.tx_id,
+            "position": to.position,
+            "name": name,
+            "announcement": announcement(name, to),
+        },
+    )
 
 
 async def step(
@@ -83,7 +104,7 @@ async def step(
             return 0
         lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
         await projector.apply(conn, lo, hi)
-        await conn.execute(_MOVE, (hi.tx_id, hi.position, projector.name))
+        await move_checkpoint(conn, projector.name, hi)
         return int(row[4])
 
 
@@ -107,18 +128,25 @@ async def checkpoint_of(conn: psycopg.AsyncConnection[Any], name: str) -> Checkp
 
 
 class ProjectionRunner:
-    """Runs projectors until cancelled: one task each, plus a LISTEN connection."""
+    """Runs projectors until stopped: one task each, woken by the process's listener
+    (or, when none is given, by a listener of the runner's own)."""
 
     def __init__(
         self,
         url: str,
         projectors: Sequence[Projector],
         *,
+        listener: Listener | None = None,
         batch_size: int = 1000,
         poll_interval: float = 0.5,
         linger: float = 0.025,
     ) -> None:
         self._url = url
+        self._own_listener = listener is None
+        self._listener = Listener(url) if listener is None else listener
+        self._listener.subscribe(CHANNEL, lambda _: self.poke())
+        # Whatever was committed while the listener was away is found by a look.
+        self._listener.on_connect(self.poke)
         self._projectors = list(projectors)
         self._batch_size = batch_size
         self._poll = poll_interval
@@ -144,16 +172,10 @@ class ProjectionRunner:
             name="projections",
             open=False,
         )
-        async with pool:
-            listener = asyncio.create_task(self._listen())
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    for projector in self._projectors:
-                        tasks.create_task(self._follow(pool, projector))
-            finally:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+        own = listening(self._listener) if self._own_listener else contextlib.nullcontext()
+        async with pool, own, asyncio.TaskGroup() as tasks:
+            for projector in self._projectors:
+                tasks.create_task(self._follow(pool, projector))
 
     async def _follow(self, pool: AsyncConnectionPool[Any], projector: Projector) -> None:
         wake = self._wake[projector.name]
@@ -182,15 +204,3 @@ class ProjectionRunner:
     async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), seconds)
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    async for _ in conn.notifies():
-                        self.poke()
-            except (psycopg.Error, OSError) as error:
-                log.warning("listener: %s; reconnecting", error)
-                await asyncio.sleep(1.0)

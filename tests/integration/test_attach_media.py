@@ -51,7 +51,7 @@ async def attach(pool: AsyncConnectionPool, message: SmsReceived, *images: Image
         outcome = await attach_media(
             conn, AttachMedia(message_id=message.message_id, images=images), meta()
         )
-    return len(outcome.new)
+    return len(outcome.decision.new)
 
 
 async def versions(pool: AsyncConnectionPool, message: SmsReceived) -> list[tuple[int, str]]:

@@ -49,16 +49,25 @@ async def test_the_model_answers_once_it_has_folded_the_stream(
 ) -> None:
     message_id = await a_message(conn)
     await attach(conn, message_id, SHARED[2], SHARED[0])
-    assert await media_of(conn, message_id) is None  # not folded yet: the caller reads the stream
+    behind = await media_of(conn, message_id)
+    assert behind is not None
+    assert behind.rows is None  # not folded yet: the stream answers
+    assert [r.version for r in behind.stream] == [1, 2, 3]
+    assert behind.place == behind.stream[-1].place
 
     await catch_up(conn, MediaProjector())
-    rows = await media_of(conn, message_id)
-    assert rows is not None
-    assert [r.sha256 for r in rows] == [SHARED[2].sha256, SHARED[0].sha256]
-    assert rows[0].content_type == "image/webp"
+    folded = await media_of(conn, message_id)
+    assert folded is not None
+    assert folded.rows is not None
+    assert [r.sha256 for r in folded.rows] == [SHARED[2].sha256, SHARED[0].sha256]
+    assert folded.rows[0].content_type == "image/webp"
+    assert folded.place == behind.place
 
     await attach(conn, message_id, SHARED[1])
-    assert await media_of(conn, message_id) is None  # one event behind again
+    again = await media_of(conn, message_id)
+    assert again is not None
+    assert again.rows is None  # one event behind again
+    assert again.place > folded.place
     assert await media_of(conn, uuid7()) is None  # no such message
 
 

@@ -133,7 +133,9 @@ async def test_the_messages_projector_folds_the_lifecycle(pool: AsyncConnectionP
     async with pool.connection() as conn:
         await append(conn, [new(event)])
         await catch_up(conn, MessagesProjector())
-        stored = await get_message(conn, event.message_id)
+        view = await get_message(conn, event.message_id)
+        assert view is not None
+        stored = view.row
         assert stored is not None
         assert (stored.status, stored.sender, stored.message, stored.media_count) == (
             "stored",
@@ -145,7 +147,9 @@ async def test_the_messages_projector_folds_the_lifecycle(pool: AsyncConnectionP
 
         await catch_up(conn, ProcessingStage())
         await catch_up(conn, MessagesProjector())
-        processed = await get_message(conn, event.message_id)
+        view = await get_message(conn, event.message_id)
+    assert view is not None
+    processed = view.row
     assert processed is not None
     assert (processed.status, processed.encoding, processed.segments) == ("processed", "GSM-7", 1)
     assert processed.processed_at is not None
