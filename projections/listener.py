@@ -47,7 +47,10 @@ class Listener:
                         callback()
                     async for note in conn.notifies():
                         for handler in self._handlers.get(note.channel, ()):
-                            handler(note.payload)
+                            try:
+                                handler(note.payload)
+                            except Exception:  # one bad message must not deafen the rest
+                                log.exception("listener: %s could not take %r", handler, note)
             except (psycopg.Error, OSError) as error:
                 log.warning("listener: %s; reconnecting", error)
                 await asyncio.sleep(self._reconnect_after)

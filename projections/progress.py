@@ -64,7 +64,7 @@ class Progress:
 
     def heard(self, payload: str) -> None:
         """A projector's announcement (see `announcement`)."""
-        name, tx_id, position = payload.split(" ")
+        name, tx_id, position = payload.rsplit(" ", 2)
         self._advance(name, Place(int(tx_id), int(position)))
 
     def _advance(self, name: str, place: Place) -> None:

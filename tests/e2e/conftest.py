@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
+from api.app import create_app
+from api.settings import Settings
+from tests.support.asgi import running
 from tests.support.servers import serving
 
 
@@ -20,3 +25,19 @@ def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     log = workdir / "serve.log"
     with serving(env, log) as url:
         yield url
+
+
+@pytest.fixture
+async def still(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app whose projectors do not run: the test moves them, a step
+    at a time, and so holds the read models at the places it chooses."""
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "d",
+        run_projectors=False,
+        consistency_wait=0.3,
+    )
+    async with running(create_app(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            yield client

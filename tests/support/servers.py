@@ -26,13 +26,13 @@ def free_port() -> int:
 
 @contextmanager
 def smsq_process(
-    args: list[str], env: Mapping[str, str], log: Path
+    args: list[str], env: Mapping[str, str], log: Path, program: str = SMSQ
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         # A session of its own, so the server's worker processes can be
         # signalled (or killed) together with it.
         proc = subprocess.Popen(
-            [SMSQ, *args],
+            [program, *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -60,10 +60,13 @@ def crash(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serving(env: Mapping[str, str], log: Path, timeout: float = 60) -> Iterator[str]:
-    """Run `smsq serve` until it answers /readyz; yield its base URL."""
+def serving(
+    env: Mapping[str, str], log: Path, timeout: float = 60, program: str = SMSQ
+) -> Iterator[str]:
+    """Run `smsq serve` (this checkout's, unless `program` names another) until it
+    answers /readyz; yield its base URL."""
     port = free_port()
-    with smsq_process(["serve"], {**env, "SMSQ_PORT": str(port)}, log) as proc:
+    with smsq_process(["serve"], {**env, "SMSQ_PORT": str(port)}, log, program) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, proc, log, timeout)
         yield url
