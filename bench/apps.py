@@ -23,8 +23,8 @@ from litestar import Litestar, Request, get, post
 from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
-from api.schemas import Message, SendSms, rfc3339
-from api.settings import load_settings
+from api.http.schemas import Message, SendSms, rfc3339
+from api.runtime.settings import load_settings
 
 CRUD_TABLE = """
 CREATE TABLE IF NOT EXISTS crud_messages (LIKE sms_messages INCLUDING ALL)

@@ -116,7 +116,7 @@ def postgres(admin_url: str | None) -> Iterator[Server]:
         finally:
             server.drop_all()
         return
-    from api.embedded import embedded_server
+    from api.runtime.embedded import embedded_server
 
     with (
         tempfile.TemporaryDirectory(prefix="smsq-bench-") as tmp,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from api.embedded import embedded_server
+from api.runtime.embedded import embedded_server
 from media.probe import examine
 from media.store import LocalStore
 from tests.support.images import jpeg_of_bytes

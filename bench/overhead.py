@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from api.embedded import embedded_server
+from api.runtime.embedded import embedded_server
 from tests.support.servers import free_port, smsq_process, wait_ready
 
 # One sequence for every run of the process: a sender never repeats within the
@@ -127,7 +127,7 @@ async def time_get(port: int, path: str, headers: str, count: int = 200) -> floa
 
 def make_key(url: str) -> str | None:
     try:
-        from api.keys import create_key
+        from api.runtime.keys import create_key
     except ImportError:  # a checkout without keys: nothing to compare
         return None
 

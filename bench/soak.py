@@ -29,7 +29,7 @@ import httpx
 import psutil
 import psycopg
 
-from api.embedded import embedded_server
+from api.runtime.embedded import embedded_server
 from tests.support.consistency import assert_folded_once
 from tests.support.phones import random_phone
 from tests.support.servers import free_port, smsq_process, wait_ready

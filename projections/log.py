@@ -9,8 +9,11 @@ are one statement, because the snapshot belongs to the statement.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
+from uuid import UUID
 
+import msgspec
 import psycopg
 
 from commands.event_store import Place, RecordedEvent, recorded_columns, recorded_event
@@ -140,3 +143,36 @@ async def read_after(
     statement, params = audit_statement(after, limit, event_type=event_type, stream_id=stream_id)
     cur = await conn.execute(statement, params)
     return [recorded_event(row) for row in await cur.fetchall()]
+
+
+class LogEntry(msgspec.Struct, kw_only=True):
+    """An event as auditors read it (GET /events, `smsq events`)."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: str
+    event_id: UUID
+    schema_version: int
+
+    @classmethod
+    def recorded(cls, event: RecordedEvent) -> Self:
+        return cls(
+            position=event.position,
+            stream_id=event.stream_id,
+            version=event.version,
+            type=event.type,
+            data=msgspec.json.decode(event.data),
+            metadata=msgspec.json.decode(event.metadata),
+            recorded_at=rfc3339(event.recorded_at),
+            event_id=event.event_id,
+            schema_version=event.schema_version,
+        )
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds: `2026-11-24T10:15:02.123Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

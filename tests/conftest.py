@@ -10,8 +10,8 @@ import pytest
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from tests.support.asgi import running
 from tests.support.postgres import Databases, choose_backend, docker_answers, server
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from tests.support.asgi import running
 from tests.support.servers import serving
 

@@ -15,10 +15,10 @@ import pytest
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
-from api.access import Access
-from api.app import create_app
-from api.keys import SCOPES, create_key, revoke_key
-from api.settings import Settings
+from api.http.access import Access
+from api.http.app import create_app
+from api.runtime.keys import SCOPES, create_key, revoke_key
+from api.runtime.settings import Settings
 from tests.support.asgi import running
 from tests.support.images import png
 from tests.support.phones import random_phone

@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from tests.support.images import png
 from tests.support.phones import random_phone
 

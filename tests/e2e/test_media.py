@@ -11,8 +11,8 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from tests.support import images
 from tests.support.asgi import running
 from tests.support.media import (

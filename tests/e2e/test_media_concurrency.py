@@ -17,7 +17,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.settings import Settings
+from api.runtime.settings import Settings
 from tests.support import images
 from tests.support.media import (
     blob_rows,

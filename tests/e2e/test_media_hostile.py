@@ -15,8 +15,8 @@ import pytest
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from media.extent import trailing_bytes
 from tests.support import images
 from tests.support.asgi import running

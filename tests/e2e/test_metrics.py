@@ -11,8 +11,8 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from tests.support.asgi import running
 from tests.support.phones import random_phone
 

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from uuid_utils.compat import uuid4
 
-from api.app import create_app
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.settings import Settings
 from migrations import available, migrate
 from tests.support.asgi import running
 from tests.support.phones import random_phone

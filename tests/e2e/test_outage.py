@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import create_app
-from api.embedded import ensure_database
-from api.settings import Settings
+from api.http.app import create_app
+from api.runtime.embedded import ensure_database
+from api.runtime.settings import Settings
 from migrations import migrate
 from tests.support.asgi import running
 from tests.support.consistency import assert_folded_once

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.embedded import ensure_database
+from api.runtime.embedded import ensure_database
 from commands.event_store import append
 from migrations import migrate
 from projections.log import START, next_range

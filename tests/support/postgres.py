@@ -73,7 +73,7 @@ def server(backend: Backend, env: Mapping[str, str], workdir: Path) -> Iterator[
         with container:
             yield container.get_connection_url()
     else:
-        from api.embedded import embedded_server
+        from api.runtime.embedded import embedded_server
 
         with embedded_server(workdir, database="postgres", cleanup="delete") as url:
             with psycopg.connect(url, autocommit=True) as conn:

@@ -2,7 +2,7 @@ import json
 import logging
 import sys
 
-from api.logs import JsonFormatter
+from api.runtime.logs import JsonFormatter
 
 
 def test_a_record_becomes_one_json_line_with_its_extra_fields() -> None:

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from api.cli import main
-from api.settings import SettingsError, describe, load_settings, unknown_variables
+from api.cli.main import main
+from api.runtime.settings import SettingsError, describe, load_settings, unknown_variables
 
 
 def test_defaults_need_no_environment() -> None:

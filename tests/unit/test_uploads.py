@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.problems import Refusal
-from api.uploads import MAX_FILES, Upload, parse_form
+from api.http.problems import Refusal
+from api.http.uploads import MAX_FILES, Upload, parse_form
 
 BOUNDARY = "x-smsq-test"
 

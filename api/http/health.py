@@ -7,8 +7,8 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.response import Response
 
-from api.problems import problem
-from api.services import Services
+from api.http.problems import problem
+from api.http.services import Services
 from migrations import available
 
 

@@ -50,7 +50,7 @@ def configure_logging(level: str, style: str) -> None:
 
 def server_log_config(style: str) -> dict[str, Any]:
     """The HTTP server's own loggers, in the same format and on the same stream as ours."""
-    formatter = {"()": "api.logs.JsonFormatter"} if style == "json" else {"format": TEXT}
+    formatter = {"()": "api.runtime.logs.JsonFormatter"} if style == "json" else {"format": TEXT}
     handler = {"class": "logging.StreamHandler", "formatter": "smsq", "stream": "ext://sys.stderr"}
     return {
         "formatters": {"smsq": formatter},

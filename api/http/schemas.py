@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from commands.event_store import RecordedEvent
 from domain.events import MediaAttached, SmsReceived
 from domain.message import MessageState, Status
+from projections.log import LogEntry, rfc3339
 from projections.media import MediaRow
 from projections.messages import MessageRow
 
@@ -80,30 +78,8 @@ class Message(msgspec.Struct, kw_only=True):
         )
 
 
-class Event(msgspec.Struct, kw_only=True):
-    position: int
-    stream_id: str
-    version: int
-    type: str
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    recorded_at: str
-    event_id: UUID
-    schema_version: int
-
-    @staticmethod
-    def recorded(event: RecordedEvent) -> Event:
-        return Event(
-            position=event.position,
-            stream_id=event.stream_id,
-            version=event.version,
-            type=event.type,
-            data=msgspec.json.decode(event.data),
-            metadata=msgspec.json.decode(event.metadata),
-            recorded_at=rfc3339(event.recorded_at),
-            event_id=event.event_id,
-            schema_version=event.schema_version,
-        )
+class Event(LogEntry):
+    """An event as the log holds it."""
 
 
 class MessagePage(msgspec.Struct):
@@ -137,8 +113,3 @@ class Media(msgspec.Struct, kw_only=True):
 
 class MediaList(msgspec.Struct):
     items: list[Media]
-
-
-def rfc3339(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds: `2026-11-24T10:15:02.123Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter, Parameter
 
-from api.services import Services
+from api.http.services import Services
 from projections.media import get_blob
 
 log = logging.getLogger(__name__)

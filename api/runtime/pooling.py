@@ -1,4 +1,5 @@
-"""Checking a pooled connection before use, without a round trip when it is healthy."""
+"""The database pool every process opens, and checking a pooled connection
+before use without a round trip when it is healthy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+
+from api.runtime.settings import Settings
 
 
 async def check_if_disturbed(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -24,3 +27,23 @@ async def check_if_disturbed(conn: psycopg.AsyncConnection[Any]) -> None:
     probe.register(conn.fileno(), select.POLLIN)
     if probe.poll(0):
         await AsyncConnectionPool.check_connection(conn)
+
+
+def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url,
+        min_size=min(2, settings.pool_max),
+        max_size=settings.pool_max,
+        timeout=settings.db_timeout,
+        name=name,
+        open=False,
+        # A connection broken by a database restart is noticed here and
+        # replaced, instead of failing the request that drew it.
+        check=check_if_disturbed,
+        kwargs={
+            "autocommit": True,
+            # A transaction left open anywhere holds every projector back
+            # (readers stay below the oldest one in flight): cut it off.
+            "options": "-c idle_in_transaction_session_timeout=10000",
+        },
+    )

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from api.settings import Settings, SettingsError, load_settings, unknown_variables
+from api.runtime.settings import Settings, SettingsError, load_settings, unknown_variables
 
 
 def cli_settings() -> Settings:
@@ -26,7 +26,7 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from api.embedded import embedded_server
+    from api.runtime.embedded import embedded_server
 
     click.echo(f"smsq: starting the embedded PostgreSQL in {settings.data_dir}", err=True)
     with embedded_server(settings.data_dir) as url:

@@ -14,7 +14,6 @@ revoked key stops working within that interval.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -29,8 +28,8 @@ from litestar.routes import BaseRoute, HTTPRoute
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from api.keys import StoredKey, any_key_made, find_key, key_id_of
-from api.problems import PROBLEM_JSON, Problem
+from api.http.problems import PROBLEM_JSON, Problem
+from api.runtime.keys import StoredKey, any_key_made, find_key, key_id_of
 
 SCHEME = "bearer"
 T = TypeVar("T")
@@ -39,15 +38,6 @@ _ANY_KEY = "any key made"
 # Unknown ids are remembered too (so a flood of made-up keys cannot hammer the
 # database), in a bounded map so that it cannot fill memory either.
 _MAX_REMEMBERED = 10_000
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Remembered:

@@ -15,8 +15,8 @@ from typing import Annotated
 from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter
 
-from api.problems import Refusal
-from api.services import Services
+from api.http.problems import Refusal
+from api.http.services import Services
 from commands.event_store import Place
 from projections.progress import UnknownPlace
 

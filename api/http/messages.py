@@ -15,7 +15,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from uuid_utils.compat import uuid7
 
-from api.consistency import (
+from api.http.consistency import (
     HEADER,
     WRITTEN,
     ConsistencyToken,
@@ -23,8 +23,8 @@ from api.consistency import (
     place_of,
     token_of,
 )
-from api.context import actor_of, request_metadata
-from api.problems import (
+from api.http.context import actor_of, request_metadata
+from api.http.problems import (
     INVALID_QUERY,
     Problem,
     invalid,
@@ -32,8 +32,8 @@ from api.problems import (
     refuse_unknown_query,
     shape_errors,
 )
-from api.schemas import Message, MessagePage, SendSms
-from api.services import Services
+from api.http.schemas import Message, MessagePage, SendSms
+from api.http.services import Services
 from commands.event_store import Place, Recorded, read_stream
 from commands.receive_sms import IdempotencyKey, KeyReused, ReceiveRequest, Replayed
 from domain.commands import ReceiveSms

@@ -12,10 +12,10 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from api.consistency import ConsistencyToken, await_log
-from api.problems import INVALID_QUERY, refuse_unknown_query
-from api.schemas import Event
-from api.services import Services
+from api.http.consistency import ConsistencyToken, await_log
+from api.http.problems import INVALID_QUERY, refuse_unknown_query
+from api.http.schemas import Event
+from api.http.services import Services
 from commands.event_store import read_stream
 from domain.events import EVENT_TYPES, stream_of
 from projections.log import read_after

@@ -22,13 +22,13 @@ from litestar.openapi.spec import (
 )
 from litestar.params import FromPath
 
-from api.consistency import HEADER, WRITTEN, ConsistencyToken, place_of, token_of
-from api.context import request_metadata
-from api.messages import load_message
-from api.problems import Refusal
-from api.schemas import Media, MediaList
-from api.services import Services
-from api.uploads import FIELD, Upload, read_uploads
+from api.http.consistency import HEADER, WRITTEN, ConsistencyToken, place_of, token_of
+from api.http.context import request_metadata
+from api.http.messages import load_message
+from api.http.problems import Refusal
+from api.http.schemas import Media, MediaList
+from api.http.services import Services
+from api.http.uploads import FIELD, Upload, read_uploads
 from commands.attach_media import attach_media
 from domain.commands import AttachMedia, Image
 from domain.message import fold

@@ -30,7 +30,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from api.services import Services
+from api.http.services import Services
 from projections.counters import BUCKETS, Counters, read_counters
 from projections.lag import LogHealth, read_health
 

@@ -16,8 +16,8 @@ import uuid_utils
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.context import ANONYMOUS
-from api.process_metrics import ProcessMetrics
+from api.http.context import ANONYMOUS
+from api.http.process_metrics import ProcessMetrics
 
 log = logging.getLogger("smsq.access")
 

@@ -13,11 +13,10 @@ import click
 import msgspec
 import psycopg
 
-from api.cli_support import cli_settings, database, migrate_or_fail
-from api.schemas import Event
+from api.cli.support import cli_settings, database, migrate_or_fail
 from commands.notify import CHANNEL
 from domain.events import EVENT_TYPES, stream_of
-from projections.log import read_after
+from projections.log import LogEntry, read_after
 
 PAGE = 1000
 POLL = 0.5
@@ -73,7 +72,7 @@ async def _print(
         while not stop.is_set():
             page = await read_after(conn, after, PAGE, event_type=event_type, stream_id=stream)
             for recorded in page:
-                out.write(encode(Event.recorded(recorded)) + b"\n")
+                out.write(encode(LogEntry.recorded(recorded)) + b"\n")
             out.flush()
             if page:
                 after = page[-1].position

@@ -9,9 +9,9 @@ from anyio import CapacityLimiter
 from litestar.datastructures import State
 from psycopg_pool import AsyncConnectionPool
 
-from api.access import Access
-from api.process_metrics import ProcessMetrics
-from api.settings import Settings
+from api.http.access import Access
+from api.http.process_metrics import ProcessMetrics
+from api.runtime.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
 from media.store import MediaStore

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
-from api.problems import Refusal
+from api.http.problems import Refusal
 
 FIELD = "file"
 MAX_FILES = 10

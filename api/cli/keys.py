@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from api.cli_support import cli_settings, database, migrate_or_fail
-from api.keys import SCOPES, ApiKey, create_key, list_keys, parse_scopes, revoke_key
+from api.cli.support import cli_settings, database, migrate_or_fail
+from api.runtime.keys import SCOPES, ApiKey, create_key, list_keys, parse_scopes, revoke_key
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -140,3 +141,12 @@ def describe() -> str:
         default = "" if field.default is msgspec.NODEFAULT else f" [default: {field.default}]"
         lines.append(f"{PREFIX}{field.name.upper()}: {doc}{default}")
     return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

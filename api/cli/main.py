@@ -13,12 +13,11 @@ from typing import Any
 import click
 from rich.console import Console
 
-from api.access import is_loopback
-from api.cli_support import cli_settings, database, migrate_or_fail
-from api.events_cli import events
-from api.keys_cli import keys
-from api.logs import configure_logging, server_log_config
-from api.settings import Settings, SettingsError, describe, load_settings
+from api.cli.events import events
+from api.cli.keys import keys
+from api.cli.support import cli_settings, database, migrate_or_fail
+from api.runtime.logs import configure_logging, server_log_config
+from api.runtime.settings import Settings, SettingsError, describe, is_loopback, load_settings
 
 
 @click.group(epilog="\b\nSettings (environment variables):\n" + describe())
@@ -69,7 +68,7 @@ def serve() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = counts
         click.echo(f"smsq: serving on http://{settings.host}:{settings.port}", err=True)
         Granian(
-            "api.app:app_from_env",
+            "api.http.app:app_from_env",
             factory=True,
             interface=Interfaces.ASGI,
             address=settings.host,
@@ -85,7 +84,7 @@ def serve() -> None:
 async def _keys_exist(url: str) -> bool:
     import psycopg
 
-    from api.keys import any_key_made
+    from api.runtime.keys import any_key_made
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         return await any_key_made(conn)
@@ -102,8 +101,8 @@ def worker() -> None:
 
 
 async def _work(url: str, settings: Settings) -> None:
-    from api.app import open_pool
-    from api.lifecycle import background
+    from api.runtime.background import background
+    from api.runtime.pooling import open_pool
     from projections.listener import Listener, listening
 
     stop = asyncio.Event()

@@ -1,0 +1,1 @@
+"""The `smsq` command line."""
