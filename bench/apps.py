@@ -51,13 +51,13 @@ async def insert(data: SendSms, request: Request[Any, Any, Any]) -> Message:
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     message_id = uuid7()
     async with pool.connection() as conn:
-        cur = await conn.execute(_INSERT, (message_id, data.sender, data.recipient, data.message))
+        cur = await conn.execute(_INSERT, (message_id, data.from_, data.to, data.message))
         row = await cur.fetchone()
     assert row is not None
     return Message(
         id=message_id,
-        sender=data.sender,
-        recipient=data.recipient,
+        from_=data.from_,
+        to=data.to,
         message=data.message,
         status="stored",
         received_at=rfc3339(row[0]),

@@ -52,9 +52,9 @@ METADATA = EventMetadata(correlation_id=UUID(int=1), causation_id=UUID(int=1), a
 def event(i: int) -> SmsReceived:
     return SmsReceived(
         message_id=uuid4(),
-        sender="+12025550100",
-        recipient="+447911123456",
-        text=f"peer {i}",
+        from_="+12025550100",
+        to="+447911123456",
+        message=f"peer {i}",
         received_at=T0,
     )
 

@@ -65,7 +65,7 @@ def path(filters: dict[str, Any]) -> str:
 
 def statement(filters: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
     return list_statement(
-        sender=filters.get("from"),
+        from_=filters.get("from"),
         status=filters.get("status"),
         limit=11,  # the API asks for one more than the page, to know if there is a next
         offset=filters.get("offset", 0),

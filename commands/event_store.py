@@ -194,25 +194,6 @@ def _conflict(error: errors.UniqueViolation, appends: Sequence[Append]) -> Excep
     return error
 
 
-# Keyed by stream id with a seed of their own, apart from the senders' locks.
-# Taken in key order, so writers holding several never wait on each other in a cycle.
-_LOCK_STREAMS = """
-SELECT pg_advisory_xact_lock(k)
-FROM (SELECT DISTINCT hashtextextended(s, 4273) AS k
-      FROM unnest(%s::text[]) AS s ORDER BY 1) AS keys
-"""
-
-
-async def lock_streams(conn: psycopg.AsyncConnection[Any], stream_ids: Sequence[str]) -> None:
-    """Hold these streams until the transaction ends.
-
-    Writers that append to existing streams after deciding on what they read
-    (media uploads, the processing stage) take it first: they queue behind
-    each other instead of failing on the expected version.
-    """
-    await conn.execute(_LOCK_STREAMS, (list(stream_ids),))
-
-
 async def read_stream(conn: psycopg.AsyncConnection[Any], stream_id: str) -> list[RecordedEvent]:
     return (await read_streams(conn, [stream_id])).get(stream_id, [])
 

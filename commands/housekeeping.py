@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from domain.sms import RATE_WINDOW
+from domain.sender import RATE_WINDOW
 
 KEY_RETENTION = timedelta(days=1)
 

@@ -2,35 +2,27 @@
 
 Several requests are handled in one transaction (group commit): one commit and
 two round trips serve the whole batch, and every request is still decided by
-the same pure `decide_receive`, in arrival order, against a window that
-remembers what the batch itself accepted.
+the sender decider (domain/sender.py), in arrival order, against a window that
+remembers what the batch itself accepted. The pieces are the command handler's
+(commands/handler.py): the lock, the clock read after it, the append.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
 import psycopg
 
-from commands.event_store import Append, Appended, Recorded, append
+from commands.event_store import Append, Appended, Place, append
+from commands.handler import Namespace, lock
+from domain import sender
 from domain.commands import ReceiveSms
 from domain.events import EventMetadata, SmsReceived, stream_of
-from domain.sms import (
-    RATE_WINDOW,
-    Accepted,
-    Decision,
-    Duplicate,
-    Quota,
-    RateLimited,
-    SenderWindow,
-    Sent,
-    decide_receive,
-    remember,
-)
+from domain.sender import RATE_WINDOW, Duplicate, OverRateLimit, Quota, Recent, SenderWindow
 
 
 class IdempotencyKey(msgspec.Struct, frozen=True):
@@ -45,7 +37,19 @@ class ReceiveRequest(msgspec.Struct, frozen=True):
     idempotency: IdempotencyKey | None = None
 
 
-class Replayed(msgspec.Struct, frozen=True):
+class NewMessage(msgspec.Struct, frozen=True):
+    """The message was accepted: its event, the sender's quota with it, and the
+    event's place in the log."""
+
+    event: SmsReceived
+    quota: Quota
+    place: Place
+
+
+Came = Literal["new", "duplicate"]
+
+
+class Replay(msgspec.Struct, frozen=True):
     """The key was used before with the same body: answer as the first time.
 
     `quota` is the one the first answer reported, Reset included: a replay
@@ -53,26 +57,19 @@ class Replayed(msgspec.Struct, frozen=True):
     stored before the quota was kept with them.
     """
 
-    status: int
+    came: Came
+    """What the first request came to: a new message, or a duplicate of one."""
     message_id: UUID
     quota: Quota | None = None
 
 
-class KeyReused(msgspec.Struct, frozen=True):
+class KeyReuse(msgspec.Struct, frozen=True):
     """The key was used before with a different body."""
 
     key: str
 
 
-Outcome = Recorded[Accepted] | Duplicate | RateLimited | Replayed | KeyReused
-
-# Locks are taken in ascending key order so that concurrent batches, each
-# holding several senders, can never wait on each other in a cycle.
-_LOCK = """
-SELECT pg_advisory_xact_lock(k)
-FROM (SELECT DISTINCT hashtextextended(s, 7369) AS k
-      FROM unnest(%s::text[]) AS s ORDER BY 1) AS keys
-"""
+Outcome = NewMessage | Duplicate | OverRateLimit | Replay | KeyReuse
 
 # A separate statement from the lock: in READ COMMITTED each statement takes its
 # snapshot when it starts, so this one sees every commit made before the lock
@@ -86,7 +83,7 @@ ORDER BY w.received_at
 """
 
 _KEYS = """
-SELECT actor, key, request_hash, status, message_id, quota_limit, quota_remaining, quota_reset
+SELECT actor, key, request_hash, outcome, message_id, quota_limit, quota_remaining, quota_reset
 FROM idempotency_keys
 WHERE (actor, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
@@ -101,50 +98,57 @@ FROM jsonb_to_recordset(%s::jsonb)
 
 _STORE_KEYS = """
 INSERT INTO idempotency_keys
-    (actor, key, request_hash, status, message_id, quota_limit, quota_remaining, quota_reset)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int2[], %s::uuid[],
+    (actor, key, request_hash, outcome, message_id, quota_limit, quota_remaining, quota_reset)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::uuid[],
                      %s::int2[], %s::int2[], %s::int4[])
 """
 
 
 class _FirstAnswer(msgspec.Struct, frozen=True):
-    """What a key's first request was answered, as kept with the key."""
+    """What a key's first request came to, as kept with the key."""
 
     request_hash: bytes
-    status: int
+    came: Came
     message_id: UUID
     quota: Quota | None
 
     @staticmethod
     def from_row(row: tuple[Any, ...]) -> _FirstAnswer:
-        request_hash, status, message_id, limit, remaining, reset = row
+        request_hash, came, message_id, limit, remaining, reset = row
         quota = None if limit is None else Quota(limit, remaining, reset)
-        return _FirstAnswer(bytes(request_hash), status, message_id, quota)
+        return _FirstAnswer(bytes(request_hash), came, message_id, quota)
 
     @staticmethod
-    def of(key: IdempotencyKey, decision: Accepted | Duplicate) -> _FirstAnswer:
-        if isinstance(decision, Accepted):
-            return _FirstAnswer(key.request_hash, 201, decision.event.message_id, decision.quota)
-        return _FirstAnswer(key.request_hash, 200, decision.original, decision.quota)
+    def of(key: IdempotencyKey, outcome: _Accepted | Duplicate) -> _FirstAnswer:
+        if isinstance(outcome, _Accepted):
+            return _FirstAnswer(key.request_hash, "new", outcome.event.message_id, outcome.quota)
+        return _FirstAnswer(key.request_hash, "duplicate", outcome.original, outcome.quota)
 
-    def replay_for(self, key: IdempotencyKey) -> Replayed | KeyReused:
+    def replay_for(self, key: IdempotencyKey) -> Replay | KeyReuse:
         if self.request_hash != key.request_hash:
-            return KeyReused(key.key)
-        return Replayed(self.status, self.message_id, self.quota)
+            return KeyReuse(key.key)
+        return Replay(self.came, self.message_id, self.quota)
 
     def row(self, key: IdempotencyKey) -> tuple[Any, ...]:
         """The key's row, in the columns of `_STORE_KEYS`."""
-        quota = (None,) * 3 if self.quota is None else msgspec.structs.astuple(self.quota)
-        return (key.actor, key.key, self.request_hash, self.status, self.message_id, *quota)
+        kept = (None,) * 3 if self.quota is None else msgspec.structs.astuple(self.quota)
+        return (key.actor, key.key, self.request_hash, self.came, self.message_id, *kept)
+
+
+class _Accepted(msgspec.Struct, frozen=True):
+    """A new message whose place the commit has yet to tell."""
+
+    event: SmsReceived
+    quota: Quota
 
 
 async def receive_batch(
     conn: psycopg.AsyncConnection[Any], requests: Sequence[ReceiveRequest]
 ) -> list[Outcome]:
-    senders = sorted({r.command.sender.e164 for r in requests})
+    senders = sorted({r.command.from_.e164 for r in requests})
     keyed = [r.idempotency for r in requests if r.idempotency is not None]
     async with conn.pipeline(), conn.transaction():
-        await conn.execute(_LOCK, (senders,))
+        await lock(conn, Namespace.SENDER, senders)
         window_cur = await conn.execute(_WINDOW, (senders, RATE_WINDOW))
         keys_cur = None
         if keyed:
@@ -157,43 +161,49 @@ async def receive_batch(
         )
 
         now = rows[0][0]
-        sent: dict[str, list[Sent]] = defaultdict(list)
-        for _, sender, message_id, recipient, text, received_at in rows:
-            if sender is not None:
-                sent[sender].append(Sent(message_id, recipient, text, received_at))
-        windows = {s: SenderWindow(tuple(sent[s])) for s in senders}
+        recent: dict[str, list[Recent]] = defaultdict(list)
+        for _, from_, message_id, to, message, received_at in rows:
+            if from_ is not None:
+                recent[from_].append(Recent(message_id, to, message, received_at))
+        windows = {s: SenderWindow(tuple(recent[s])) for s in senders}
 
-        decisions: list[Decision | Replayed | KeyReused] = []
-        accepted: list[SmsReceived] = []
+        decided: list[_Accepted | Duplicate | OverRateLimit | Replay | KeyReuse] = []
         appends: list[Append] = []
         new_keys: list[tuple[Any, ...]] = []
         for request in requests:
             key = request.idempotency
             prior = None if key is None else known.get((key.actor, key.key))
             if key is not None and prior is not None:
-                decisions.append(prior.replay_for(key))
+                decided.append(prior.replay_for(key))
                 continue
-            sender = request.command.sender.e164
-            decision = decide_receive(request.command, windows[sender], now)
-            decisions.append(decision)
-            if isinstance(decision, Accepted):
-                windows[sender] = remember(windows[sender], decision.event)
-                accepted.append(decision.event)
-                appends.append(
-                    Append(
-                        stream_of(decision.event.message_id), 0, [decision.event], request.metadata
-                    )
-                )
-            if key is not None and isinstance(decision, Accepted | Duplicate):
-                answer = _FirstAnswer.of(key, decision)
+            from_ = request.command.from_.e164
+            decision = sender.decide(request.command, windows[from_], now)
+            if isinstance(decision, OverRateLimit):
+                decided.append(decision)
+                continue
+            outcome: _Accepted | Duplicate
+            if isinstance(decision, Duplicate):
+                outcome = decision
+            else:
+                (event,) = decision
+                windows[from_] = sender.evolve(windows[from_], event)
+                outcome = _Accepted(event, sender.quota(windows[from_], now))
+                appends.append(Append(stream_of(event.message_id), 0, [event], request.metadata))
+            decided.append(outcome)
+            if key is not None:
+                answer = _FirstAnswer.of(key, outcome)
                 known[(key.actor, key.key)] = answer
                 new_keys.append(answer.row(key))
 
-        if accepted:
-            await conn.execute(_REMEMBER, (msgspec.json.encode(accepted).decode(),))
+        accepted_events = [a.event for a in decided if isinstance(a, _Accepted)]
+        if accepted_events:
+            await conn.execute(_REMEMBER, (msgspec.json.encode(accepted_events).decode(),))
         if new_keys:
             await conn.execute(_STORE_KEYS, tuple(map(list, zip(*new_keys, strict=True))))
         appended: Appended | None = await append(conn, appends) if appends else None
     # The places arrive with the commit: asking for them earlier would cost a round trip.
     places = iter([] if appended is None else await appended.places())
-    return [Recorded(d, next(places)) if isinstance(d, Accepted) else d for d in decisions]
+    return [
+        NewMessage(d.event, d.quota, next(places)) if isinstance(d, _Accepted) else d
+        for d in decided
+    ]

@@ -9,7 +9,7 @@ import msgspec
 from domain.errors import InvalidCommand, InvalidField
 from domain.phone import PhoneNumber
 
-MAX_TEXT = 160
+MAX_LENGTH = 160
 
 
 class Image(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,47 +22,62 @@ class Image(msgspec.Struct, frozen=True, kw_only=True):
     height: int
 
 
-class AttachMedia(msgspec.Struct, frozen=True, kw_only=True):
-    message_id: UUID
-    images: tuple[Image, ...]
-
-
 class ReceiveSms(msgspec.Struct, frozen=True, kw_only=True):
+    """Take in a message a client sent (`POST /messages`)."""
+
     message_id: UUID
-    sender: PhoneNumber
-    recipient: PhoneNumber
-    text: str
+    from_: PhoneNumber
+    to: PhoneNumber
+    message: str
 
     @staticmethod
-    def create(message_id: UUID, sender: str, recipient: str, text: str) -> ReceiveSms:
+    def create(message_id: UUID, from_: str, to: str, message: str) -> ReceiveSms:
         """Validate every field and report all that are wrong, not just the first."""
         errors: list[InvalidField] = []
         parsed: dict[str, PhoneNumber] = {}
-        for field, raw in (("from", sender), ("to", recipient)):
+        for field, raw in (("from", from_), ("to", to)):
             try:
                 parsed[field] = PhoneNumber.parse(raw, field)
             except InvalidField as error:
                 errors.append(error)
         try:
-            check_text(text)
+            check_message(message)
         except InvalidField as error:
             errors.append(error)
         if errors:
             raise InvalidCommand(errors)
         return ReceiveSms(
-            message_id=message_id, sender=parsed["from"], recipient=parsed["to"], text=text
+            message_id=message_id, from_=parsed["from"], to=parsed["to"], message=message
         )
 
 
-def check_text(text: str, field: str = "message") -> None:
-    length = len(text)
+class AttachMedia(msgspec.Struct, frozen=True, kw_only=True):
+    """Attach images, whose bytes are already safe in the store, to a message."""
+
+    message_id: UUID
+    images: tuple[Image, ...]
+
+
+class ProcessSms(msgspec.Struct, frozen=True, kw_only=True):
+    """Work out what a received message gets: its encoding, segments and regions."""
+
+    message_id: UUID
+
+
+MessageCommand = AttachMedia | ProcessSms
+"""The commands decided on a message's own stream."""
+
+
+def check_message(message: str, field: str = "message") -> None:
+    """The text of a message: 1 to 160 code points, no NUL, valid Unicode."""
+    length = len(message)
     if length == 0:
         raise InvalidField(field, "must not be empty")
-    if length > MAX_TEXT:
-        raise InvalidField(field, f"is {length} characters long; at most {MAX_TEXT} are allowed")
-    if "\x00" in text:
+    if length > MAX_LENGTH:
+        raise InvalidField(field, f"is {length} characters long; at most {MAX_LENGTH} are allowed")
+    if "\x00" in message:
         raise InvalidField(field, "must not contain NUL (\\u0000)")
     try:
-        text.encode("utf-8")
+        message.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidField(field, "must be valid Unicode (no lone surrogates)") from None

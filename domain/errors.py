@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
 
 class DomainError(Exception):
     """A rule of the domain refused the input."""
@@ -24,9 +22,3 @@ class InvalidCommand(DomainError):
     def __init__(self, errors: list[InvalidField]) -> None:
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
-
-
-class UnknownMessage(DomainError):
-    def __init__(self, message_id: UUID) -> None:
-        super().__init__(f"no message {message_id}")
-        self.message_id = message_id

@@ -31,9 +31,9 @@ class SmsReceived(msgspec.Struct, frozen=True, kw_only=True):
     SCHEMA_VERSION: ClassVar[int] = 1
 
     message_id: UUID
-    sender: str = msgspec.field(name="from")
-    recipient: str = msgspec.field(name="to")
-    text: str = msgspec.field(name="message")
+    from_: str = msgspec.field(name="from")
+    to: str
+    message: str
     received_at: datetime
 
 
@@ -62,7 +62,10 @@ class MediaAttached(msgspec.Struct, frozen=True, kw_only=True):
     attached_at: datetime
 
 
-Event = SmsReceived | SmsProcessed | MediaAttached
+MessageEvent = SmsReceived | SmsProcessed | MediaAttached
+"""What a message's stream (`sms-{message_id}`) holds."""
+
+Event = MessageEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls for cls in (SmsReceived, SmsProcessed, MediaAttached)

@@ -126,8 +126,8 @@ class MessagesProjector:
 
 class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     id: UUID
-    sender: str
-    recipient: str
+    from_: str
+    to: str
     message: str
     status: str
     received_at: datetime
@@ -146,8 +146,8 @@ _COLUMNS = sql.SQL(
 def _row(values: tuple[Any, ...]) -> MessageRow:
     fields = (
         "id",
-        "sender",
-        "recipient",
+        "from_",
+        "to",
         "message",
         "status",
         "received_at",
@@ -203,8 +203,8 @@ async def get_message(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> M
 
 def list_statement(
     *,
-    sender: str | None = None,
-    recipient: str | None = None,
+    from_: str | None = None,
+    to: str | None = None,
     status: str | None = None,
     limit: int = 10,
     offset: int = 0,
@@ -217,7 +217,7 @@ def list_statement(
     """
     conditions: list[sql.Composable] = []
     params: list[Any] = []
-    for column, value in (("from", sender), ("to", recipient), ("status", status)):
+    for column, value in (("from", from_), ("to", to), ("status", status)):
         if value is not None:
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
@@ -234,14 +234,14 @@ def list_statement(
 async def list_messages(
     conn: psycopg.AsyncConnection[Any],
     *,
-    sender: str | None = None,
-    recipient: str | None = None,
+    from_: str | None = None,
+    to: str | None = None,
     status: str | None = None,
     limit: int = 10,
     offset: int = 0,
 ) -> list[MessageRow]:
     statement, params = list_statement(
-        sender=sender, recipient=recipient, status=status, limit=limit, offset=offset
+        from_=from_, to=to, status=status, limit=limit, offset=offset
     )
     cur = await conn.execute(statement, params)
     return [_row(row) for row in await cur.fetchall()]

@@ -31,7 +31,7 @@ from api.http.services import Services
 from api.http.uploads import FIELD, Upload, read_uploads
 from commands.attach_media import attach_media
 from domain.commands import AttachMedia, Image
-from domain.message import fold
+from domain.message import UnknownMessage, attached, fold
 from media.probe import ALLOWED, NotAnImage, TooManyPixels, examine
 from projections.media import media_of
 
@@ -95,19 +95,18 @@ class MessageMediaController(Controller):
                 await services.store.put(image.sha256, upload.data)
                 kept.add(image.sha256)
         # Only now that the bytes are safe: the row and the event.
+        command = AttachMedia(message_id=message_id, images=tuple(images))
         async with services.pool.connection() as conn:
-            outcome = await attach_media(
-                conn,
-                AttachMedia(message_id=message_id, images=tuple(images)),
-                request_metadata(request),
-            )
-        attached = outcome.decision
+            handled = await attach_media(conn, command, request_metadata(request))
+        if isinstance(handled.decision, UnknownMessage) or handled.state is None:
+            raise NotFoundException(f"no message {message_id}")
+        assert handled.place is not None
         return Response(
-            MediaList([Media.attached(m) for m in attached.media]),
-            status_code=201 if attached.new else 200,
+            MediaList([Media.attached(m) for m in attached(command, handled.state)]),
+            status_code=201 if handled.decision else 200,
             headers={
                 "Location": f"/messages/{message_id}/media",
-                HEADER: token_of(outcome.place),
+                HEADER: token_of(handled.place),
             },
         )
 

@@ -34,13 +34,13 @@ from api.http.problems import (
 )
 from api.http.schemas import Message, MessagePage, SendSms
 from api.http.services import Services
-from commands.event_store import Place, Recorded, read_stream
-from commands.receive_sms import IdempotencyKey, KeyReused, ReceiveRequest, Replayed
+from commands.event_store import Place, read_stream
+from commands.receive_sms import IdempotencyKey, KeyReuse, NewMessage, ReceiveRequest, Replay
 from domain.commands import ReceiveSms
 from domain.events import SmsReceived, stream_of
 from domain.message import Status, fold
 from domain.phone import PhoneNumber
-from domain.sms import Duplicate, Quota, RateLimited
+from domain.sender import Duplicate, OverRateLimit, Quota
 from projections.messages import TABLE as MESSAGES
 from projections.messages import get_message, list_messages
 
@@ -126,10 +126,11 @@ async def _first_response(services: Services, message_id: UUID) -> Found:
     return Found(Message.received(first), recorded[0].place)
 
 
-async def _replay(services: Services, outcome: Replayed) -> Response[Message]:
+async def _replay(services: Services, outcome: Replay) -> Response[Message]:
+    new = outcome.came == "new"
     found = (
         await _first_response(services, outcome.message_id)
-        if outcome.status == 201
+        if new
         else await _existing(services, outcome.message_id)
     )
     # The quota headers as the first answer sent them, Reset included: a replay
@@ -140,7 +141,7 @@ async def _replay(services: Services, outcome: Replayed) -> Response[Message]:
         "Idempotent-Replayed": "true",
         HEADER: token_of(found.place),
     }
-    return Response(found.message, status_code=outcome.status, headers=headers)
+    return Response(found.message, status_code=201 if new else 200, headers=headers)
 
 
 IdempotencyKeyHeader = Annotated[
@@ -169,27 +170,27 @@ class MessagesController(Controller):
         responses={},
         response_headers=WRITTEN,
     )
-    async def send(
+    async def receive(
         self,
         data: JSONBody[SendSms],
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Message]:
-        command = ReceiveSms.create(uuid7(), data.sender, data.recipient, data.message)
+        command = ReceiveSms.create(uuid7(), data.from_, data.to, data.message)
         key = None
         if idempotency_key is not None:
             digest = hashlib.sha256(
-                msgspec.json.encode([command.sender.e164, command.recipient.e164, command.text])
+                msgspec.json.encode([command.from_.e164, command.to.e164, command.message])
             ).digest()
             key = IdempotencyKey(actor_of(request), idempotency_key, digest)
         outcome = await services.receive.submit(
             ReceiveRequest(command, request_metadata(request), key)
         )
 
-        if isinstance(outcome, Recorded):
-            event = outcome.decision.event
-            headers = _quota_headers(outcome.decision.quota) | {
+        if isinstance(outcome, NewMessage):
+            event = outcome.event
+            headers = _quota_headers(outcome.quota) | {
                 "Location": f"/messages/{event.message_id}",
                 HEADER: token_of(outcome.place),
             }
@@ -202,18 +203,18 @@ class MessagesController(Controller):
                 HEADER: token_of(original.place),
             }
             return Response(original.message, status_code=200, headers=headers)
-        if isinstance(outcome, RateLimited):
+        if isinstance(outcome, OverRateLimit):
             services.metrics.rate_limited.inc()
             return problem(
                 429,
-                f"{command.sender.e164} has sent {outcome.quota.limit} messages in the last "
+                f"{command.from_.e164} has sent {outcome.quota.limit} messages in the last "
                 f"60 seconds; retry in {outcome.retry_after} s",
                 slug="rate-limited",
                 headers=_quota_headers(outcome.quota) | {"Retry-After": str(outcome.retry_after)},
             )
-        if isinstance(outcome, Replayed):
+        if isinstance(outcome, Replay):
             return await _replay(services, outcome)
-        assert isinstance(outcome, KeyReused)
+        assert isinstance(outcome, KeyReuse)
         return problem(
             422,
             f"Idempotency-Key {outcome.key!r} was already used with a different body",
@@ -230,8 +231,8 @@ class MessagesController(Controller):
     async def list_all(
         self,
         services: NamedDependency[Services],
-        sender: Annotated[str | None, QueryParameter(name="from", description="E.164")] = None,
-        recipient: Annotated[str | None, QueryParameter(name="to", description="E.164")] = None,
+        from_: Annotated[str | None, QueryParameter(name="from", description="E.164")] = None,
+        to: Annotated[str | None, QueryParameter(name="to", description="E.164")] = None,
         status: FromQuery[Status | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
         offset: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
@@ -239,15 +240,15 @@ class MessagesController(Controller):
     ) -> MessagePage:
         await await_model(services, consistency_token, MESSAGES)
         filters = {
-            "from": phone_filter(sender, "from"),
-            "to": phone_filter(recipient, "to"),
+            "from": phone_filter(from_, "from"),
+            "to": phone_filter(to, "to"),
             "status": status.value if status else None,
         }
         async with services.pool.connection() as conn:
             rows = await list_messages(
                 conn,
-                sender=filters["from"],
-                recipient=filters["to"],
+                from_=filters["from"],
+                to=filters["to"],
                 status=filters["status"],
                 limit=limit + 1,
                 offset=offset,

@@ -18,7 +18,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
 from commands.group_commit import Unavailable
-from domain.errors import InvalidCommand, InvalidField, UnknownMessage
+from domain.errors import InvalidCommand, InvalidField
 
 PROBLEM_JSON = "application/problem+json"
 # A query may carry thousands of parameters; the answer names only the first few.
@@ -175,10 +175,6 @@ def _refusal(_: Request[Any, Any, Any], exc: Refusal) -> Response[Problem]:
     return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
 
 
-def _unknown_message(_: Request[Any, Any, Any], exc: UnknownMessage) -> Response[Problem]:
-    return problem(404, str(exc))
-
-
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     detail = (
@@ -206,7 +202,6 @@ exception_handlers: ExceptionHandlersMap = {
     ValidationException: _validation,
     InvalidCommand: _invalid_command,
     InvalidField: _invalid_field,
-    UnknownMessage: _unknown_message,
     Refusal: _refusal,
     HTTPException: _http,
     Unavailable: _unavailable,

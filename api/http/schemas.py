@@ -14,15 +14,17 @@ from projections.messages import MessageRow
 
 
 class SendSms(msgspec.Struct, forbid_unknown_fields=True):
-    sender: str = msgspec.field(name="from")
-    recipient: str = msgspec.field(name="to")
+    """What a client sends; the service takes it in as the command ReceiveSms."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
     message: str
 
 
 class Message(msgspec.Struct, kw_only=True):
     id: UUID
-    sender: str = msgspec.field(name="from")
-    recipient: str = msgspec.field(name="to")
+    from_: str = msgspec.field(name="from")
+    to: str
     message: str
     status: str
     received_at: str
@@ -36,9 +38,9 @@ class Message(msgspec.Struct, kw_only=True):
         """The message as it stood when the command was accepted."""
         return Message(
             id=event.message_id,
-            sender=event.sender,
-            recipient=event.recipient,
-            message=event.text,
+            from_=event.from_,
+            to=event.to,
+            message=event.message,
             status="received",
             received_at=rfc3339(event.received_at),
         )
@@ -47,8 +49,8 @@ class Message(msgspec.Struct, kw_only=True):
     def from_row(row: MessageRow) -> Message:
         return Message(
             id=row.id,
-            sender=row.sender,
-            recipient=row.recipient,
+            from_=row.from_,
+            to=row.to,
             message=row.message,
             status=row.status,
             received_at=rfc3339(row.received_at),
@@ -66,9 +68,9 @@ class Message(msgspec.Struct, kw_only=True):
         status = state.status if processed or not stored else Status.STORED
         return Message(
             id=state.message_id,
-            sender=state.sender,
-            recipient=state.recipient,
-            message=state.text,
+            from_=state.from_,
+            to=state.to,
+            message=state.message,
             status=status.value,
             received_at=rfc3339(state.received_at),
             media_count=len(state.media),

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import pytest
 from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
 from commands.attach_media import attach_media
-from commands.event_store import Append, append, lock_streams, read_stream
+from commands.event_store import Append, append, read_stream
+from commands.handler import Namespace, lock
 from domain.commands import AttachMedia, Image
-from domain.errors import UnknownMessage
 from domain.events import EventMetadata, MediaAttached, SmsProcessed, SmsReceived, stream_of
+from domain.message import UnknownMessage
 from projections.processing import ProcessingStage
 from projections.runner import catch_up
 from tests.support.media import blob_rows, eventually, scalar
@@ -36,9 +36,9 @@ def unique_image() -> Image:
 async def a_message(pool: AsyncConnectionPool) -> SmsReceived:
     event = SmsReceived(
         message_id=uuid7(),
-        sender=random_phone(),
-        recipient="+447911123456",
-        text="Hello",
+        from_=random_phone(),
+        to="+447911123456",
+        message="Hello",
         received_at=datetime.now(UTC),
     )
     async with pool.connection() as conn:
@@ -51,7 +51,8 @@ async def attach(pool: AsyncConnectionPool, message: SmsReceived, *images: Image
         outcome = await attach_media(
             conn, AttachMedia(message_id=message.message_id, images=images), meta()
         )
-    return len(outcome.decision.new)
+    assert not isinstance(outcome.decision, UnknownMessage)
+    return len(outcome.decision)
 
 
 async def versions(pool: AsyncConnectionPool, message: SmsReceived) -> list[tuple[int, str]]:
@@ -87,8 +88,9 @@ async def test_an_unknown_message_is_refused_and_nothing_written(pool: AsyncConn
     shared = unique_image()
     command = AttachMedia(message_id=uuid7(), images=(shared,))
     async with pool.connection() as conn:
-        with pytest.raises(UnknownMessage):
-            await attach_media(conn, command, meta())
+        handled = await attach_media(conn, command, meta())
+    assert handled.decision == UnknownMessage(command.message_id)
+    assert (handled.state, handled.place) == (None, None)
     assert await blob_rows(pool, shared.sha256) == 0
 
 
@@ -138,7 +140,7 @@ async def test_the_processing_stage_waits_for_an_upload_instead_of_conflicting(
     async with pool.connection() as upload, pool.connection() as stage:
         async with upload.transaction():
             # An upload holds the stream and has appended version 2, uncommitted.
-            await lock_streams(upload, [stream])
+            await lock(upload, Namespace.STREAM, [stream])
             await append(upload, [Append(stream, 1, [attached], meta())])
             processing = asyncio.create_task(catch_up(stage, ProcessingStage()))
             await eventually(lambda: waiting_on_a_lock(pool))

@@ -16,9 +16,9 @@ from tests.support.phones import random_phone
 def new() -> Append:
     event = SmsReceived(
         message_id=uuid7(),
-        sender=random_phone(),
-        recipient="+447911123456",
-        text="audit me",
+        from_=random_phone(),
+        to="+447911123456",
+        message="audit me",
         received_at=datetime.now(UTC),
     )
     command = uuid7()

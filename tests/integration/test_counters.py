@@ -104,9 +104,9 @@ async def test_a_time_on_a_bound_falls_in_that_bounds_bucket(databases: Database
             at = datetime(2026, 11, 1, tzinfo=UTC)
             received = SmsReceived(
                 message_id=uuid7(),
-                sender="+12025550100",
-                recipient="+447911123456",
-                text="t",
+                from_="+12025550100",
+                to="+447911123456",
+                message="t",
                 received_at=at,
             )
             processed = SmsProcessed(

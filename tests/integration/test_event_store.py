@@ -20,9 +20,9 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 def received() -> SmsReceived:
     return SmsReceived(
         message_id=uuid7(),
-        sender="+14155550100",
-        recipient="+447911123456",
-        text="Hi",
+        from_="+14155550100",
+        to="+447911123456",
+        message="Hi",
         received_at=NOW,
     )
 

@@ -24,9 +24,9 @@ from tests.support.postgres import Databases
 def received(sender: str | None = None) -> SmsReceived:
     return SmsReceived(
         message_id=uuid7(),
-        sender=sender or random_phone(),
-        recipient="+447911123456",
-        text="Hello",
+        from_=sender or random_phone(),
+        to="+447911123456",
+        message="Hello",
         received_at=datetime.now(UTC),
     )
 
@@ -137,9 +137,9 @@ async def test_the_messages_projector_folds_the_lifecycle(pool: AsyncConnectionP
         assert view is not None
         stored = view.row
         assert stored is not None
-        assert (stored.status, stored.sender, stored.message, stored.media_count) == (
+        assert (stored.status, stored.from_, stored.message, stored.media_count) == (
             "stored",
-            event.sender,
+            event.from_,
             "Hello",
             0,
         )

@@ -48,8 +48,8 @@ def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     ("filters", "index"),
     [
         ({}, "sms_messages_received_idx"),
-        ({"sender": "+12025550001"}, "sms_messages_from_idx"),
-        ({"recipient": "+447911123456"}, "sms_messages_to_idx"),
+        ({"from_": "+12025550001"}, "sms_messages_from_idx"),
+        ({"to": "+447911123456"}, "sms_messages_to_idx"),
         ({"status": "processed"}, "sms_messages_status_idx"),
         ({"status": "stored", "offset": 5000}, "sms_messages_status_idx"),
     ],

@@ -11,19 +11,20 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
-from commands.event_store import Place, Recorded
+from commands.event_store import Place
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import (
     IdempotencyKey,
-    KeyReused,
+    KeyReuse,
+    NewMessage,
     Outcome,
     ReceiveRequest,
-    Replayed,
+    Replay,
     receive_batch,
 )
 from domain.commands import ReceiveSms
 from domain.events import EventMetadata
-from domain.sms import Duplicate, RateLimited
+from domain.sender import Duplicate, OverRateLimit
 from tests.support.phones import random_phone
 
 RECIPIENT = "+447911123456"
@@ -59,9 +60,9 @@ async def test_a_repeat_within_two_seconds_is_the_first_message(pool: AsyncConne
     sender = random_phone()
     first = await one(pool, request(sender))
     again = await one(pool, request(sender))
-    assert isinstance(first, Recorded)
+    assert isinstance(first, NewMessage)
     assert isinstance(again, Duplicate)
-    assert again.original == first.decision.event.message_id
+    assert again.original == first.event.message_id
     assert await stored_for(pool, sender) == 1
 
 
@@ -71,8 +72,8 @@ async def test_the_database_clock_stamps_received_at(pool: AsyncConnectionPool) 
         row = await cur.fetchone()
     assert row is not None
     outcome = await one(pool, request(random_phone()))
-    assert isinstance(outcome, Recorded)
-    assert 0 <= (outcome.decision.event.received_at - row[0]).total_seconds() < 5
+    assert isinstance(outcome, NewMessage)
+    assert 0 <= (outcome.event.received_at - row[0]).total_seconds() < 5
 
 
 async def test_a_batch_is_decided_in_order_against_what_it_accepted(
@@ -83,7 +84,7 @@ async def test_a_batch_is_decided_in_order_against_what_it_accepted(
     async with pool.connection() as conn:
         outcomes = await receive_batch(conn, requests)
     names = [type(o).__name__ for o in outcomes]
-    assert names == ["Recorded"] * 5 + ["RateLimited"] * 2 + ["Duplicate"]
+    assert names == ["NewMessage"] * 5 + ["OverRateLimit"] * 2 + ["Duplicate"]
     assert await stored_for(pool, sender) == 5
     # Each accepted message is told its event's place in the log: one
     # transaction, so one tx_id, and the positions in the order of the batch.
@@ -94,7 +95,7 @@ async def test_a_batch_is_decided_in_order_against_what_it_accepted(
             (sender,),
         )
         logged = {UUID(m): Place(int(tx), pos) for m, tx, pos in await cur.fetchall()}
-    places = {o.decision.event.message_id: o.place for o in outcomes if isinstance(o, Recorded)}
+    places = {o.event.message_id: o.place for o in outcomes if isinstance(o, NewMessage)}
     assert places == logged
     assert len({p.tx_id for p in places.values()}) == 1
     assert sorted(places.values()) == list(places.values())
@@ -105,12 +106,12 @@ async def test_a_key_replays_its_first_answer_and_refuses_another_body(
 ) -> None:
     sender, key = random_phone(), f"key-{uuid7()}"
     first = await one(pool, request(sender, "once", key))
-    assert isinstance(first, Recorded)
+    assert isinstance(first, NewMessage)
     await one(pool, request(sender, "another"))
     replay = await one(pool, request(sender, "once", key))
     # The quota as first reported, not as it stands after "another".
-    assert replay == Replayed(201, first.decision.event.message_id, first.decision.quota)
-    assert isinstance(await one(pool, request(sender, "other body", key)), KeyReused)
+    assert replay == Replay("new", first.event.message_id, first.quota)
+    assert isinstance(await one(pool, request(sender, "other body", key)), KeyReuse)
     assert await stored_for(pool, sender) == 2
 
 
@@ -122,8 +123,8 @@ async def test_a_key_used_twice_in_one_batch_is_replayed_within_it(
         first, second = await receive_batch(
             conn, [request(sender, "x", key), request(sender, "x", key)]
         )
-    assert isinstance(first, Recorded)
-    assert second == Replayed(201, first.decision.event.message_id, first.decision.quota)
+    assert isinstance(first, NewMessage)
+    assert second == Replay("new", first.event.message_id, first.quota)
 
 
 async def test_a_key_first_answered_as_a_duplicate_replays_that_answer(
@@ -132,10 +133,10 @@ async def test_a_key_first_answered_as_a_duplicate_replays_that_answer(
     sender, key = random_phone(), f"key-{uuid7()}"
     original = await one(pool, request(sender, "twice"))
     duplicate = await one(pool, request(sender, "twice", key))
-    assert isinstance(original, Recorded)
+    assert isinstance(original, NewMessage)
     assert isinstance(duplicate, Duplicate)
     replay = await one(pool, request(sender, "twice", key))
-    assert replay == Replayed(200, original.decision.event.message_id, duplicate.quota)
+    assert replay == Replay("duplicate", original.event.message_id, duplicate.quota)
 
 
 async def test_a_key_stored_without_its_quota_replays_without_one(
@@ -143,7 +144,7 @@ async def test_a_key_stored_without_its_quota_replays_without_one(
 ) -> None:
     sender, key = random_phone(), f"key-{uuid7()}"
     first = await one(pool, request(sender, "old", key))
-    assert isinstance(first, Recorded)
+    assert isinstance(first, NewMessage)
     # As a key stored before the quota was kept with it.
     async with pool.connection() as conn:
         await conn.execute(
@@ -151,9 +152,7 @@ async def test_a_key_stored_without_its_quota_replays_without_one(
             " quota_reset = NULL WHERE key = %s",
             (key,),
         )
-    assert await one(pool, request(sender, "old", key)) == Replayed(
-        201, first.decision.event.message_id
-    )
+    assert await one(pool, request(sender, "old", key)) == Replay("new", first.event.message_id)
 
 
 async def test_a_rate_limited_request_stores_no_key(pool: AsyncConnectionPool) -> None:
@@ -161,7 +160,7 @@ async def test_a_rate_limited_request_stores_no_key(pool: AsyncConnectionPool) -
     async with pool.connection() as conn:
         await receive_batch(conn, [request(sender, f"fill {i}") for i in range(5)])
     limited = await one(pool, request(sender, "sixth", "k-limited"))
-    assert isinstance(limited, RateLimited)
+    assert isinstance(limited, OverRateLimit)
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM idempotency_keys WHERE key = 'k-limited'")
         assert await cur.fetchone() == (0,)
@@ -174,10 +173,10 @@ async def test_twenty_identical_requests_at_once_store_exactly_one(
     sender = random_phone()
     committer = GroupCommitter(pool, receive_batch, max_batch=max_batch, concurrency=concurrency)
     outcomes = await asyncio.gather(*(committer.submit(request(sender)) for _ in range(20)))
-    accepted = [o for o in outcomes if isinstance(o, Recorded)]
+    accepted = [o for o in outcomes if isinstance(o, NewMessage)]
     assert len(accepted) == 1
     assert all(
-        isinstance(o, Duplicate) and o.original == accepted[0].decision.event.message_id
+        isinstance(o, Duplicate) and o.original == accepted[0].event.message_id
         for o in outcomes
         if o is not accepted[0]
     )
@@ -193,7 +192,7 @@ async def test_twenty_different_requests_at_once_store_exactly_five(
     outcomes = await asyncio.gather(
         *(committer.submit(request(sender, f"message {i}")) for i in range(20))
     )
-    assert Counter(type(o).__name__ for o in outcomes) == {"Recorded": 5, "RateLimited": 15}
+    assert Counter(type(o).__name__ for o in outcomes) == {"NewMessage": 5, "OverRateLimit": 15}
     assert await stored_for(pool, sender) == 5
 
 
@@ -211,6 +210,6 @@ async def test_batches_locking_overlapping_senders_never_deadlock(
     per_sender = Counter()
     for outcomes in results:
         for o in outcomes:
-            if isinstance(o, Recorded):
-                per_sender[o.decision.event.sender] += 1
+            if isinstance(o, NewMessage):
+                per_sender[o.event.from_] += 1
     assert per_sender == dict.fromkeys(senders, 5)

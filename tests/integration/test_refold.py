@@ -22,10 +22,10 @@ from psycopg import sql
 from uuid_utils.compat import uuid7
 
 from commands.event_store import Append, append, read_stream
-from domain.commands import Image
+from domain.commands import Image, ProcessSms
+from domain.decider import Rejection
 from domain.events import stream_of
-from domain.message import fold as fold_stream
-from domain.processing import decide_process
+from domain.message import message_decider
 from migrations import migrate
 from projections import media, messages
 from projections.log import START, Checkpoint, next_range
@@ -50,11 +50,11 @@ Snapshot = dict[str, list[tuple[Any, ...]]]
 async def process(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> None:
     """What the processing stage appends, appended on `conn` (in its transaction, if open)."""
     stream = stream_of(message_id)
-    state = fold_stream(r.decode() for r in await read_stream(conn, stream))
+    state = message_decider.fold(r.decode() for r in await read_stream(conn, stream))
     assert state is not None
-    processed = decide_process(state, datetime.now(UTC))
-    assert processed is not None
-    await append(conn, [Append(stream, state.version, [processed], meta())])
+    processed = message_decider.decide(ProcessSms(message_id=message_id), state, datetime.now(UTC))
+    assert not isinstance(processed, Rejection)
+    await append(conn, [Append(stream, state.version, processed, meta())])
 
 
 @pytest.fixture(scope="module")

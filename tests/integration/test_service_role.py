@@ -39,9 +39,9 @@ async def as_service(url: str) -> psycopg.AsyncConnection:
 async def test_the_service_role_appends_folds_and_reads(url: str) -> None:
     event = SmsReceived(
         message_id=uuid7(),
-        sender=random_phone(),
-        recipient="+447911123456",
-        text="least privilege",
+        from_=random_phone(),
+        to="+447911123456",
+        message="least privilege",
         received_at=datetime.now(UTC),
     )
     command = uuid7()

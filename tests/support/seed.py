@@ -16,9 +16,9 @@ from uuid import UUID, uuid5
 import msgspec
 import psycopg
 
-from domain.events import Event, EventMetadata, MediaAttached, SmsReceived, stream_of
-from domain.message import fold
-from domain.processing import decide_process
+from domain.commands import ProcessSms
+from domain.events import Event, EventMetadata, MediaAttached, SmsProcessed, SmsReceived, stream_of
+from domain.message import message_decider
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 RECIPIENTS = ("+447911123456", "+33612345678", "+4915112345678", "+14155550100")
@@ -50,9 +50,9 @@ def message_events(
         at = T0 + timedelta(milliseconds=i * 20)
         received = SmsReceived(
             message_id=message_id,
-            sender=pool[i % len(pool)],
-            recipient=rng.choice(RECIPIENTS),
-            text=rng.choice(TEXTS),
+            from_=pool[i % len(pool)],
+            to=rng.choice(RECIPIENTS),
+            message=rng.choice(TEXTS),
             received_at=at,
         )
         stream, version = stream_of(message_id), 1
@@ -61,16 +61,20 @@ def message_events(
             version += 1
             pending.append((stream, version, attached(message_id, at, rng)))
         if rng.random() < processed:
-            state = fold([received])
-            assert state is not None
-            done = decide_process(state, at + timedelta(milliseconds=30))
-            assert done is not None
             version += 1
-            pending.append((stream, version, done))
+            pending.append((stream, version, processing(received, at + timedelta(milliseconds=30))))
         # Later events land a few messages behind, as a busy log interleaves them.
         while len(pending) > 8:
             yield pending.pop(0)
     yield from pending
+
+
+def processing(received: SmsReceived, at: datetime) -> SmsProcessed:
+    """What the processing stage decides for a message received alone."""
+    state = message_decider.fold([received])
+    (done,) = message_decider.decide(ProcessSms(message_id=received.message_id), state, at)
+    assert isinstance(done, SmsProcessed)
+    return done
 
 
 def attached(message_id: UUID, at: datetime, rng: random.Random) -> MediaAttached:

@@ -24,9 +24,9 @@ def meta() -> EventMetadata:
 async def a_message(conn: psycopg.AsyncConnection[Any]) -> UUID:
     event = SmsReceived(
         message_id=uuid7(),
-        sender=random_phone(),
-        recipient="+447911123456",
-        text="Hello",
+        from_=random_phone(),
+        to="+447911123456",
+        message="Hello",
         received_at=datetime.now(UTC),
     )
     await append(conn, [Append(stream_of(event.message_id), 0, [event], meta())])

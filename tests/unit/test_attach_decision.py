@@ -1,22 +1,31 @@
-"""AttachMedia: given a message's events, when images are attached, then which events."""
+"""Given a message's events, when images are attached, then which MediaAttached."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from hypothesis import given
+from hypothesis import given as for_all
 from hypothesis import strategies as st
 from uuid_utils.compat import uuid7
 
 from domain.commands import AttachMedia, Image
-from domain.errors import UnknownMessage
 from domain.events import MediaAttached, SmsProcessed, SmsReceived
-from domain.media import decide_attach
-from domain.message import MessageState, fold
+from domain.message import UnknownMessage, attached, message_decider
+from tests.support.deciders import given
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=5)
+RECEIVED = SmsReceived(
+    message_id=uuid7(), from_="+14155550100", to="+447911123456", message="Hello", received_at=T0
+)
+PROCESSED = SmsProcessed(
+    message_id=RECEIVED.message_id,
+    encoding="GSM-7",
+    segments=1,
+    from_region="US",
+    to_region="GB",
+    processed_at=T0,
+)
 
 
 def image(n: int) -> Image:
@@ -25,95 +34,67 @@ def image(n: int) -> Image:
     )
 
 
-def received() -> SmsReceived:
-    return SmsReceived(
-        message_id=uuid7(),
-        sender="+14155550100",
-        recipient="+447911123456",
-        text="Hello",
-        received_at=T0,
+def attach(*numbers: int) -> AttachMedia:
+    return AttachMedia(message_id=RECEIVED.message_id, images=tuple(image(n) for n in numbers))
+
+
+def media(n: int, at: datetime) -> MediaAttached:
+    return MediaAttached(
+        message_id=RECEIVED.message_id,
+        sha256=image(n).sha256,
+        content_type="image/png",
+        size=100 + n,
+        width=n + 1,
+        height=n + 2,
+        attached_at=at,
     )
-
-
-def state_after(*events: SmsReceived | SmsProcessed | MediaAttached) -> MessageState:
-    state = fold(events)
-    assert state is not None
-    return state
-
-
-def attach(state: MessageState, *numbers: int) -> AttachMedia:
-    return AttachMedia(message_id=state.message_id, images=tuple(image(n) for n in numbers))
 
 
 def test_new_images_become_events_with_their_facts_and_the_time() -> None:
-    state = state_after(received())
-    decision = decide_attach(attach(state, 1, 2), state, LATER)
-    assert decision.new == decision.media
-    assert [e.sha256 for e in decision.new] == [image(1).sha256, image(2).sha256]
-    first = decision.new[0]
-    assert first == MediaAttached(
-        message_id=state.message_id,
-        sha256=image(1).sha256,
-        content_type="image/png",
-        size=101,
-        width=2,
-        height=3,
-        attached_at=LATER,
+    given(message_decider, RECEIVED).when(attach(1, 2), LATER).then(
+        media(1, LATER), media(2, LATER)
     )
 
 
-def test_images_the_message_has_already_are_answered_not_attached_again() -> None:
-    start = received()
-    earlier = decide_attach(attach(state_after(start), 1), state_after(start), T0).new[0]
-    state = state_after(start, earlier)
+def test_images_the_message_has_already_attach_nothing_and_keep_their_first_time() -> None:
+    history = given(message_decider, RECEIVED, media(1, T0))
+    again = history.when(attach(1), LATER).then()
+    assert again.state is not None
+    assert attached(attach(1), again.state) == (media(1, T0),)
 
-    again = decide_attach(attach(state, 1), state, LATER)
-    assert again.new == ()
-    assert again.media == (earlier,)  # with its first attach time
-
-    mixed = decide_attach(attach(state, 2, 1), state, LATER)
-    assert [e.sha256 for e in mixed.new] == [image(2).sha256]
-    assert [e.sha256 for e in mixed.media] == [image(2).sha256, image(1).sha256]
+    mixed = history.when(attach(2, 1), LATER).then(media(2, LATER))
+    assert mixed.state is not None
+    assert attached(attach(2, 1), mixed.state) == (media(2, LATER), media(1, T0))
 
 
 def test_a_repeat_within_one_command_is_one_event() -> None:
-    state = state_after(received())
-    decision = decide_attach(attach(state, 3, 3, 4, 3), state, LATER)
-    assert [e.sha256 for e in decision.new] == [image(3).sha256, image(4).sha256]
-
-
-def test_processing_does_not_change_what_is_new() -> None:
-    start = received()
-    state = state_after(start)
-    processed = SmsProcessed(
-        message_id=start.message_id,
-        encoding="GSM-7",
-        segments=1,
-        from_region="US",
-        to_region="GB",
-        processed_at=T0,
+    given(message_decider, RECEIVED).when(attach(3, 3, 4, 3), LATER).then(
+        media(3, LATER), media(4, LATER)
     )
-    assert decide_attach(attach(state, 5), state_after(start, processed), LATER).new != ()
 
 
-def test_an_unknown_message_is_refused() -> None:
+def test_a_processed_message_takes_images_too() -> None:
+    given(message_decider, RECEIVED, PROCESSED).when(attach(5), LATER).then(media(5, LATER))
+
+
+def test_an_unknown_message_is_rejected() -> None:
     command = AttachMedia(message_id=uuid7(), images=(image(1),))
-    with pytest.raises(UnknownMessage):
-        decide_attach(command, None, LATER)
+    rejected = given(message_decider).when(command, LATER).then_rejected(UnknownMessage)
+    assert rejected.message_id == command.message_id
 
 
-@given(st.lists(st.integers(0, 6), max_size=8), st.lists(st.integers(0, 6), min_size=1, max_size=8))
+@for_all(
+    st.lists(st.integers(0, 6), max_size=8), st.lists(st.integers(0, 6), min_size=1, max_size=8)
+)
 def test_attached_images_are_each_attached_once_in_first_seen_order(
     before: list[int], now: list[int]
 ) -> None:
-    start = received()
-    state = state_after(start)
-    if before:
-        state = state_after(start, *decide_attach(attach(state, *before), state, T0).new)
-    decision = decide_attach(attach(state, *now), state, LATER)
+    earlier = [media(n, T0) for n in dict.fromkeys(before)]
+    when = given(message_decider, RECEIVED, *earlier).when(attach(*now), LATER)
 
-    already = {m.sha256 for m in state.media}
+    already = {m.sha256 for m in earlier}
     wanted = list(dict.fromkeys(image(n).sha256 for n in now))
-    assert [m.sha256 for m in decision.media] == wanted
-    assert [e.sha256 for e in decision.new] == [s for s in wanted if s not in already]
-    assert all(e.attached_at == LATER for e in decision.new)
+    assert when.state is not None
+    assert [m.sha256 for m in attached(attach(*now), when.state)] == wanted
+    assert [e.sha256 for e in when.events] == [s for s in wanted if s not in already]
+    assert all(isinstance(e, MediaAttached) and e.attached_at == LATER for e in when.events)

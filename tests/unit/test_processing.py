@@ -3,10 +3,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from uuid_utils.compat import uuid7
 
+from domain.commands import ProcessSms
 from domain.encoding import segment
-from domain.events import SmsReceived
-from domain.message import fold
-from domain.processing import decide_process
+from domain.events import SmsProcessed, SmsReceived
+from domain.message import UnknownMessage, message_decider
+from tests.support.deciders import given
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -43,29 +44,34 @@ def test_segments_are_counted_the_way_carriers_count_them(
 def received(text: str = "Hello") -> SmsReceived:
     return SmsReceived(
         message_id=uuid7(),
-        sender="+14155550100",
-        recipient="+447911123456",
-        text=text,
+        from_="+14155550100",
+        to="+447911123456",
+        message=text,
         received_at=T0,
     )
 
 
 def test_a_received_message_is_processed_with_its_encoding_and_regions() -> None:
     event = received("Hi €")
-    state = fold([event])
-    assert state is not None
-    processed = decide_process(state, T0 + timedelta(milliseconds=40))
-    assert processed is not None
-    assert processed.message_id == event.message_id
-    assert (processed.encoding, processed.segments) == ("GSM-7", 1)
-    assert (processed.from_region, processed.to_region) == ("US", "GG")
-    assert processed.processed_at == T0 + timedelta(milliseconds=40)
+    then = T0 + timedelta(milliseconds=40)
+    given(message_decider, event).when(ProcessSms(message_id=event.message_id), then).then(
+        SmsProcessed(
+            message_id=event.message_id,
+            encoding="GSM-7",
+            segments=1,
+            from_region="US",
+            to_region="GG",
+            processed_at=then,
+        )
+    )
 
 
 def test_a_processed_message_is_not_processed_again() -> None:
     event = received()
-    first = fold([event])
-    assert first is not None
-    processed = decide_process(first, T0)
-    assert processed is not None
-    assert decide_process(fold([event, processed]) or first, T0) is None
+    process = ProcessSms(message_id=event.message_id)
+    (processed,) = given(message_decider, event).when(process, T0).events
+    given(message_decider, event, processed).when(process, T0).then()
+
+
+def test_an_unknown_message_is_not_processed() -> None:
+    given(message_decider).when(ProcessSms(message_id=uuid7()), T0).then_rejected(UnknownMessage)

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 from uuid_utils.compat import uuid7
 
 from domain.commands import ReceiveSms
+from domain.decider import Rejection
 from domain.encoding import segment
 from domain.errors import InvalidCommand, InvalidField
+from domain.events import SmsReceived
 from domain.phone import PhoneNumber
-from domain.sms import RATE_LIMIT, RATE_WINDOW, Accepted, SenderWindow, decide_receive, remember
+from domain.sender import RATE_LIMIT, RATE_WINDOW, sender_decider
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 SENDER, RECIPIENT = "+14155550100", "+447911123456"
@@ -80,18 +82,27 @@ gaps = st.one_of(
 arrivals = st.lists(st.tuples(gaps, st.sampled_from("abc")), min_size=1, max_size=40)
 
 
+def arrive(steps: list[tuple[float, str]]) -> list[SmsReceived]:
+    """The messages accepted when these arrive, each `gap` seconds after the last."""
+    window, now, accepted = sender_decider.initial, T0, []
+    for gap, text in steps:
+        now += timedelta(seconds=gap)
+        decision = sender_decider.decide(
+            ReceiveSms.create(uuid7(), SENDER, RECIPIENT, text), window, now
+        )
+        if not isinstance(decision, Rejection):
+            for event in decision:
+                window = sender_decider.evolve(window, event)
+                accepted.append(event)
+    return accepted
+
+
 @settings(max_examples=300)
 @given(arrivals)
 def test_no_sixty_second_window_ever_holds_a_sixth_accepted_message(
     steps: list[tuple[float, str]],
 ) -> None:
-    window, now, accepted = SenderWindow(), T0, []
-    for gap, text in steps:
-        now += timedelta(seconds=gap)
-        decision = decide_receive(ReceiveSms.create(uuid7(), SENDER, RECIPIENT, text), window, now)
-        if isinstance(decision, Accepted):
-            window = remember(window, decision.event)
-            accepted.append(now)
+    accepted = [event.received_at for event in arrive(steps)]
     for i, start in enumerate(accepted):
         within = [t for t in accepted[i:] if t - start < RATE_WINDOW]
         assert len(within) <= RATE_LIMIT
@@ -102,13 +113,7 @@ def test_no_sixty_second_window_ever_holds_a_sixth_accepted_message(
 def test_an_accepted_message_never_repeats_one_from_under_two_seconds_before(
     steps: list[tuple[float, str]],
 ) -> None:
-    window, now, accepted = SenderWindow(), T0, []
-    for gap, text in steps:
-        now += timedelta(seconds=gap)
-        decision = decide_receive(ReceiveSms.create(uuid7(), SENDER, RECIPIENT, text), window, now)
-        if isinstance(decision, Accepted):
-            window = remember(window, decision.event)
-            accepted.append((now, text))
+    accepted = [(event.received_at, event.message) for event in arrive(steps)]
     for i, (t1, a) in enumerate(accepted):
         for t2, b in accepted[i + 1 :]:
             assert a != b or t2 - t1 >= timedelta(seconds=2)

@@ -15,7 +15,7 @@ def _errors(sender: str, recipient: str, text: str) -> dict[str, str]:
 
 def test_a_good_command_keeps_its_numbers_in_e164() -> None:
     command = ReceiveSms.create(uuid7(), GOOD_FROM, GOOD_TO, "Hello")
-    assert (command.sender.e164, command.recipient.e164, command.text) == (
+    assert (command.from_.e164, command.to.e164, command.message) == (
         GOOD_FROM,
         GOOD_TO,
         "Hello",
@@ -24,7 +24,7 @@ def test_a_good_command_keeps_its_numbers_in_e164() -> None:
 
 @pytest.mark.parametrize("text", ["x", "x" * 160, "é" * 160, "👍" * 160, "日本語"])
 def test_text_of_one_to_160_code_points_is_accepted(text: str) -> None:
-    assert ReceiveSms.create(uuid7(), GOOD_FROM, GOOD_TO, text).text == text
+    assert ReceiveSms.create(uuid7(), GOOD_FROM, GOOD_TO, text).message == text
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Given the sender's window, when ReceiveSms, then accept, call it a duplicate, or limit."""
+"""Given the sender's recent messages, when ReceiveSms, then a new message, a
+duplicate, or over the rate limit."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,34 +7,21 @@ from uuid_utils.compat import uuid7
 
 from domain.commands import ReceiveSms
 from domain.events import SmsReceived
-from domain.sms import (
-    Accepted,
-    Duplicate,
-    RateLimited,
-    SenderWindow,
-    decide_receive,
-    remember,
-)
+from domain.sender import Duplicate, OverRateLimit, quota, sender_decider
+from tests.support.deciders import Given, given
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
-SENDER, RECIPIENT = "+14155550100", "+447911123456"
+FROM, TO = "+14155550100", "+447911123456"
 
 
-def sms(text: str = "Hello", recipient: str = RECIPIENT) -> ReceiveSms:
-    return ReceiveSms.create(uuid7(), SENDER, recipient, text)
+def sms(message: str = "Hello", to: str = TO) -> ReceiveSms:
+    return ReceiveSms.create(uuid7(), FROM, to, message)
 
 
-def history(*sent: tuple[float, str]) -> SenderWindow:
-    """A window with messages accepted `seconds` after T0, each with its text."""
-    window = SenderWindow()
-    for seconds, text in sent:
-        window = remember(window, received(text, T0 + timedelta(seconds=seconds)))
-    return window
-
-
-def received(text: str, at: datetime) -> SmsReceived:
+def received(seconds: float, message: str) -> SmsReceived:
+    """A message the sender had accepted `seconds` after T0."""
     return SmsReceived(
-        message_id=uuid7(), sender=SENDER, recipient=RECIPIENT, text=text, received_at=at
+        message_id=uuid7(), from_=FROM, to=TO, message=message, received_at=at(seconds)
     )
 
 
@@ -41,84 +29,87 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def test_first_message_is_accepted_as_received_at_now() -> None:
+def sent(*history: tuple[float, str]) -> Given[ReceiveSms, object, SmsReceived]:
+    return given(sender_decider, *(received(s, m) for s, m in history))
+
+
+def five_by(*seconds: float) -> Given[ReceiveSms, object, SmsReceived]:
+    return sent(*((s, f"m{s}") for s in seconds))
+
+
+def test_the_first_message_is_received_at_now() -> None:
     command = sms()
-    decision = decide_receive(command, SenderWindow(), T0)
-    assert isinstance(decision, Accepted)
-    assert decision.event == SmsReceived(
-        message_id=command.message_id,
-        sender=SENDER,
-        recipient=RECIPIENT,
-        text="Hello",
-        received_at=T0,
+    when = given(sender_decider).when(command, T0)
+    when.then(
+        SmsReceived(
+            message_id=command.message_id, from_=FROM, to=TO, message="Hello", received_at=T0
+        )
     )
-    assert (decision.quota.remaining, decision.quota.reset_after) == (4, 60)
+    left = quota(when.state, T0)
+    assert (left.remaining, left.reset_after) == (4, 60)
 
 
-def test_same_recipient_and_text_within_two_seconds_is_the_earlier_message() -> None:
-    window = history((0, "Hello"))
-    decision = decide_receive(sms("Hello"), window, at(1.999))
-    assert isinstance(decision, Duplicate)
-    assert decision.original == window.sent[0].message_id
+def test_same_to_and_message_within_two_seconds_is_the_earlier_message() -> None:
+    history = sent((0, "Hello"))
+    duplicate = history.when(sms("Hello"), at(1.999)).then_rejected(Duplicate)
+    assert duplicate.original == history.events[0].message_id
 
 
 def test_exactly_two_seconds_later_is_a_new_message() -> None:
-    assert isinstance(decide_receive(sms("Hello"), history((0, "Hello")), at(2)), Accepted)
+    assert len(sent((0, "Hello")).when(sms("Hello"), at(2)).events) == 1
 
 
-def test_a_different_text_or_recipient_is_not_a_duplicate() -> None:
-    window = history((0, "Hello"))
-    assert isinstance(decide_receive(sms("Hello!"), window, at(0.5)), Accepted)
-    assert isinstance(decide_receive(sms("Hello", "+33612345678"), window, at(0.5)), Accepted)
+def test_a_different_message_or_to_is_not_a_duplicate() -> None:
+    history = sent((0, "Hello"))
+    assert len(history.when(sms("Hello!"), at(0.5)).events) == 1
+    assert len(history.when(sms("Hello", "+33612345678"), at(0.5)).events) == 1
 
 
 def test_a_duplicate_names_the_latest_matching_message() -> None:
-    window = history((0, "Hello"), (2.5, "Hello"))
-    decision = decide_receive(sms("Hello"), window, at(3))
-    assert isinstance(decision, Duplicate)
-    assert decision.original == window.sent[1].message_id
+    history = sent((0, "Hello"), (2.5, "Hello"))
+    duplicate = history.when(sms("Hello"), at(3)).then_rejected(Duplicate)
+    assert duplicate.original == history.events[1].message_id
 
 
 def test_the_sixth_message_in_a_minute_is_limited_until_the_oldest_leaves() -> None:
-    window = history(*((s, f"m{s}") for s in (0, 10, 20, 30, 40)))
-    decision = decide_receive(sms("m50"), window, at(50))
-    assert isinstance(decision, RateLimited)
-    assert decision.retry_after == 10
-    assert (decision.quota.limit, decision.quota.remaining) == (5, 0)
+    limited = five_by(0, 10, 20, 30, 40).when(sms("m50"), at(50)).then_rejected(OverRateLimit)
+    assert limited.retry_after == 10
+    assert (limited.quota.limit, limited.quota.remaining) == (5, 0)
 
 
 def test_retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() -> None:
-    window = history(*((s, f"m{s}") for s in (0, 1, 2, 3, 4)))
-    assert decide_receive(sms("x"), window, at(58.5)).quota.reset_after == 2
-    assert decide_receive(sms("x"), window, at(59.9999)).quota.reset_after == 1
+    burst = five_by(0, 1, 2, 3, 4)
+    assert burst.when(sms("x"), at(58.5)).then_rejected(OverRateLimit).retry_after == 2
+    assert burst.when(sms("x"), at(59.9999)).then_rejected(OverRateLimit).retry_after == 1
 
 
 def test_exactly_sixty_seconds_after_the_oldest_a_slot_is_free() -> None:
-    window = history(*((s, f"m{s}") for s in (0, 10, 20, 30, 40)))
-    assert isinstance(decide_receive(sms("x"), window, at(59.999)), RateLimited)
-    decision = decide_receive(sms("x"), window, at(60))
-    assert isinstance(decision, Accepted)
-    assert decision.quota.remaining == 0
-    assert decision.quota.reset_after == 10
+    history = five_by(0, 10, 20, 30, 40)
+    history.when(sms("x"), at(59.999)).then_rejected(OverRateLimit)
+    when = history.when(sms("x"), at(60))
+    assert len(when.events) == 1
+    left = quota(when.state, at(60))
+    assert (left.remaining, left.reset_after) == (0, 10)
 
 
 def test_a_duplicate_is_answered_even_when_the_sender_is_limited() -> None:
-    window = history(*((s / 10, f"m{s}") for s in range(5)))
-    assert isinstance(decide_receive(sms("m4"), window, at(1)), Duplicate)
+    five_by(0, 0.1, 0.2, 0.3, 0.4).when(sms("m0.4"), at(1)).then_rejected(Duplicate)
 
 
-def test_remembering_each_accepted_message_limits_a_burst_to_five() -> None:
-    window, outcomes = SenderWindow(), []
+def test_each_accepted_message_counts_so_a_burst_is_limited_to_five() -> None:
+    history = given(sender_decider)
+    outcomes = []
     for i in range(8):
-        decision = decide_receive(sms(f"burst {i}"), window, at(i * 0.01))
-        outcomes.append(type(decision).__name__)
-        if isinstance(decision, Accepted):
-            window = remember(window, decision.event)
-    assert outcomes == ["Accepted"] * 5 + ["RateLimited"] * 3
+        when = history.when(sms(f"burst {i}"), at(i * 0.01))
+        if isinstance(when.decision, OverRateLimit):
+            outcomes.append("limited")
+            continue
+        outcomes.append("new")
+        history = given(sender_decider, *history.events, *when.events)
+    assert outcomes == ["new"] * 5 + ["limited"] * 3
 
 
 def test_messages_older_than_the_window_do_not_count() -> None:
-    window = history(*((s, f"m{s}") for s in (0, 1, 2, 3, 4)))
-    decision = decide_receive(sms("late"), window, at(600))
-    assert isinstance(decision, Accepted)
-    assert decision.quota.remaining == 4
+    when = five_by(0, 1, 2, 3, 4).when(sms("late"), at(600))
+    assert len(when.events) == 1
+    assert quota(when.state, at(600)).remaining == 4
