@@ -25,6 +25,7 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
         dbs = Databases(admin_url)
         dbs.prepare_template()
         yield dbs
+        dbs.drop_template()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ Backend = Literal["url", "container", "embedded"]
 # Durability buys nothing in a throwaway test cluster; killing PostgreSQL
 # (not the machine) loses nothing without fsync either.
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-TEMPLATE = "smsq_template"
 # The same major version as the embedded server, so both paths test one PostgreSQL.
 CONTAINER_IMAGE = "postgres:18-alpine"
 
@@ -88,26 +87,38 @@ def server(backend: Backend, env: Mapping[str, str], workdir: Path) -> Iterator[
 
 
 class Databases:
-    """Fresh databases on one server, each a copy of the migrated template."""
+    """Fresh databases on one server, each a copy of the migrated template.
+
+    Every name is random: runs that share a server (one
+    `SMSQ_TEST_DATABASE_URL` for several checkouts or CI jobs) never touch
+    each other's databases, and no name is reused within a run.
+    """
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
+        self.template = unique_name("smsq_template")
 
     def url(self, name: str) -> str:
         return make_conninfo(self.admin_url, dbname=name)
 
     def prepare_template(self) -> None:
-        self._drop(TEMPLATE)
-        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        migrate(self.url(TEMPLATE))
+        self.create_empty(self.template)
+        migrate(self.url(self.template))
+
+    def drop_template(self) -> None:
+        self._drop(self.template)
 
     def create(self, prefix: str = "smsq_test") -> str:
-        name = f"{prefix}_{uuid4().hex[:12]}"
+        name = unique_name(prefix)
         self._execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)
+                sql.Identifier(name), sql.Identifier(self.template)
             )
         )
+        return self.url(name)
+
+    def create_empty(self, name: str) -> str:
+        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
     def _drop(self, name: str) -> None:
@@ -118,6 +129,10 @@ class Databases:
     def _execute(self, statement: sql.Composable) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(statement)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid4().hex[:12]}"
 
 
 class OwnServer:
