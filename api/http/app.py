@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.http.access import SCHEME, Access, DeclareSecurity, require_scope
 from api.http.audit import AuditController
+from api.http.feed import event_stream
 from api.http.health import healthz, readyz
 from api.http.media import MessageMediaController
 from api.http.media_files import media_file
@@ -34,6 +35,7 @@ from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
 from commands.receive_sms import receive_batch
 from media.store import LocalStore
+from projections.feed import LogFeed
 from projections.listener import Listener, listening
 from projections.progress import Progress
 
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
             listener = Listener(url)
             progress = Progress(pool, listener)
+            feed = LogFeed(url, listener)
+            stack.push_async_callback(feed.aclose)
             app.state.services = Services(
                 settings=settings,
                 pool=pool,
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 store=LocalStore(settings.data_dir / "media"),
                 decoders=CapacityLimiter(DECODERS),
                 progress=progress,
+                feed=feed,
             )
             if settings.run_projectors:
                 await stack.enter_async_context(background(url, pool, listener))
@@ -95,7 +100,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=request_limit(settings.max_media_bytes),
     )
     app = Litestar(
-        route_handlers=[MessagesController, media, AuditController, metrics, healthz, readyz],
+        route_handlers=[
+            MessagesController,
+            media,
+            AuditController,
+            event_stream,
+            metrics,
+            healthz,
+            readyz,
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         guards=[require_scope],
         plugins=[DeclareSecurity()],

@@ -15,6 +15,7 @@ from api.runtime.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
 from media.store import MediaStore
+from projections.feed import LogFeed
 from projections.progress import Progress
 
 
@@ -28,6 +29,7 @@ class Services:
     access: Access
     metrics: ProcessMetrics
     progress: Progress
+    feed: LogFeed
 
 
 def provide_services(state: State) -> Services:

@@ -59,6 +59,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             " models to pass it before answering 503",
         ),
     ] = 2.0
+    feed_heartbeat: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="seconds of quiet after which GET /events/stream sends a heartbeat",
+        ),
+    ] = 15.0
+    feed_write_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="seconds GET /events/stream waits for a client to take a message"
+            " before it gives up on the client",
+        ),
+    ] = 10.0
     run_projectors: Annotated[
         bool, Meta(description="whether `smsq serve` also runs projectors and processing")
     ] = True

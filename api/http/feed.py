@@ -1,0 +1,156 @@
+"""GET /events/stream: the log, live, as server-sent events.
+
+A raw ASGI route: the stream must notice a client that went away, send a
+heartbeat when nothing happens, and give up on a client that stops reading
+(a write that does not complete in time ends the response), none of which a
+streamed response body lets a handler do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import parse_qsl
+
+import msgspec
+import psycopg
+from litestar import asgi
+from litestar.types import (
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
+
+from api.http.schemas import Event
+from api.http.services import Services
+from domain.events import EVENT_TYPES
+from projections.feed import Lagged
+
+_encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
+
+
+class _Refused(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _where_from(scope: Scope) -> tuple[int, str | None]:
+    """`after` and `type` from the query; a Last-Event-ID (a reconnecting client's)
+    wins over `after`."""
+    after, event_type = 0, None
+    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+        if name == "after":
+            after = _position(value, "after")
+        elif name == "type":
+            if value not in EVENT_TYPES:
+                raise _Refused("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
+            event_type = value
+        else:
+            raise _Refused(name[:100], "is not a query parameter here; known: after, type")
+    for header, raw in scope["headers"]:
+        if header == b"last-event-id":
+            after = _position(raw.decode("latin-1"), "Last-Event-ID")
+    return after, event_type
+
+
+def _position(text: str, field: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise _Refused(field, "must be a position: a whole number, 0 or more")
+    return int(text)
+
+
+async def _gone(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+@asgi(
+    "/events/stream",
+    opt={"scope": "audit"},
+    copy_scope=False,
+    include_in_schema=False,
+)
+async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
+    services: Services = scope["litestar_app"].state.services
+    try:
+        after, event_type = _where_from(scope)
+    except _Refused as refused:
+        body = {
+            "type": "/problems/validation",
+            "title": "Unprocessable Content",
+            "status": 422,
+            "detail": f"invalid request: {refused.field}",
+            "errors": [{"field": refused.field, "message": refused.message}],
+        }
+        await send(_start(422, [(b"content-type", b"application/problem+json")]))
+        await send(_body(_encode(body), more=False))
+        return
+    await send(
+        _start(
+            200,
+            [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-store"),
+                (b"x-accel-buffering", b"no"),
+            ],
+        )
+    )
+
+    async def write(text: str) -> None:
+        # A client that has not taken a message within this long is not reading.
+        # (Not wait_for: a send the server will not cancel would hold it forever.)
+        sending = asyncio.ensure_future(send(_body(text.encode(), more=True)))
+        done, _ = await asyncio.wait({sending}, timeout=write_timeout)
+        if not done:
+            sending.cancel()
+            raise TimeoutError
+        sending.result()
+
+    gone = asyncio.create_task(_gone(receive))
+    services.metrics.feed_followers.inc()
+    feed = services.feed
+    quiet = services.settings.feed_heartbeat
+    write_timeout = services.settings.feed_write_timeout
+    try:
+        await write(f": following the log after position {after}\n\n")
+        async with contextlib.aclosing(feed.follow(after, event_type, quiet=quiet)) as events:
+            async for event in events:
+                if gone.done():
+                    return
+                if event is None:
+                    await write(": nothing new\n\n")
+                    continue
+                data = _encode(Event.recorded(event)).decode()
+                await write(f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n")
+    except Lagged as lagged:
+        with contextlib.suppress(Exception):
+            await write(f"event: lagged\ndata: {_encode({'detail': str(lagged)}).decode()}\n\n")
+    except TimeoutError:
+        # Nothing more is written to it, and what it was owed is let go.
+        log.info("live feed: a client took nothing for %g s; it is dropped", write_timeout)
+        return
+    except OSError:
+        return  # a client that went away mid-write
+    except psycopg.Error as error:
+        # The feed lost its database: the client reconnects and resumes.
+        log.warning("live feed: %s; the stream ends", error)
+        return
+    finally:
+        gone.cancel()
+        services.metrics.feed_followers.dec()
+    with contextlib.suppress(Exception):
+        await send(_body(b"", more=False))
+
+
+def _start(status: int, headers: list[tuple[bytes, bytes]]) -> HTTPResponseStartEvent:
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def _body(body: bytes, *, more: bool) -> HTTPResponseBodyEvent:
+    return {"type": "http.response.body", "body": body, "more_body": more}

@@ -1,0 +1,254 @@
+"""GET /events/stream against a real `smsq serve`: every committed event once, in
+reading order, across reconnects; one connection for any number of clients;
+a client that stops reading is cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlparse
+
+import httpx
+import msgspec
+import psycopg
+import pytest
+from uuid_utils.compat import uuid7
+
+from domain.events import EventMetadata, SmsReceived, stream_of
+from tests.support.phones import random_phone
+from tests.support.seed import copy_events, message_events
+from tests.support.servers import serving
+
+HEARTBEAT = 0.3
+
+
+@pytest.fixture(scope="module")
+def feed_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("feed")
+    env = {
+        "SMSQ_DATABASE_URL": database_url,
+        "SMSQ_DATA_DIR": str(workdir / "data"),
+        "SMSQ_LOG_LEVEL": "WARNING",
+        "SMSQ_FEED_HEARTBEAT": str(HEARTBEAT),
+        "SMSQ_FEED_WRITE_TIMEOUT": "5",
+    }
+    with serving(env, workdir / "serve.log") as url:
+        yield url
+
+
+async def sse(response: httpx.Response) -> AsyncIterator[tuple[str, str, str]]:
+    """(id, event, data) of each message; comments (heart-beats) as ("", "", "")."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            yield "", "", ""
+        elif line == "":
+            if fields:
+                yield fields.get("id", ""), fields.get("event", ""), fields.get("data", "")
+            fields = {}
+        else:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+async def log_positions(url: str, after: int = 0) -> list[int]:
+    """Every event after `after`, in reading order, as GET /events pages it."""
+    positions: list[int] = []
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        while True:
+            page = (await client.get("/events", params={"after": after, "limit": 1000})).json()
+            positions += [e["position"] for e in page["items"]]
+            if not page["items"]:
+                return positions
+            after = page["next_after"]
+
+
+async def insert_one(conn: psycopg.AsyncConnection) -> None:
+    """An event inserted in `conn`'s open transaction, as a writer would."""
+    event = SmsReceived(
+        message_id=uuid7(),
+        from_=random_phone(),
+        to="+447911123456",
+        message="feed",
+        received_at=datetime.now(UTC),
+    )
+    meta = EventMetadata(correlation_id=event.message_id, causation_id=event.message_id)
+    await conn.execute(
+        "INSERT INTO events (stream_id, version, event_id, type, data, metadata)"
+        " VALUES (%s, 1, %s, %s, %s, %s)",
+        (
+            stream_of(event.message_id),
+            event.message_id,
+            event.TYPE,
+            msgspec.json.encode(event).decode(),
+            msgspec.json.encode(meta).decode(),
+        ),
+    )
+
+
+async def test_every_committed_event_arrives_once_in_reading_order_across_reconnects(
+    feed_url: str, database_url: str
+) -> None:
+    start = (await log_positions(feed_url))[-1:] or [0]
+    stop = asyncio.Event()
+
+    async def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        async with httpx.AsyncClient(base_url=feed_url, timeout=10) as client:
+            while not stop.is_set():
+                body = {"from": random_phone(), "to": "+447911123456", "message": f"w{seed}"}
+                assert (await client.post("/messages", json=body)).status_code == 201
+                await asyncio.sleep(rng.uniform(0, 0.02))
+
+    async def rolled_back() -> None:
+        # Positions taken and never committed: gaps the feed must not wait for.
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            while not stop.is_set():
+                await insert_one(conn)
+                await conn.rollback()
+                await asyncio.sleep(0.01)
+
+    async def held_open() -> None:
+        # An early position committed five seconds late: delivered in its place,
+        # after the events whose transactions began later but committed first.
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await insert_one(conn)
+            await asyncio.sleep(5)
+            await conn.commit()
+
+    seen: list[int] = []
+    rng = random.Random(7)
+
+    async def reader() -> None:
+        last = start[0]
+        async with httpx.AsyncClient(base_url=feed_url, timeout=30) as client:
+            while not stop.is_set() or len(seen) < 3:
+                # Disconnect at a random moment, resume from the last id seen.
+                budget = rng.randint(1, 40)
+                headers = {"Last-Event-ID": str(last)}
+                async with client.stream("GET", "/events/stream", headers=headers) as response:
+                    assert response.status_code == 200
+                    async for event_id, _, _ in sse(response):
+                        if event_id:
+                            seen.append(int(event_id))
+                            last = int(event_id)
+                            budget -= 1
+                        if budget <= 0 or stop.is_set():
+                            break
+
+    tasks = [asyncio.create_task(writer(i)) for i in range(8)]
+    tasks += [asyncio.create_task(rolled_back()), asyncio.create_task(held_open())]
+    reading = asyncio.create_task(reader())
+    await asyncio.sleep(6.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    await asyncio.wait_for(reading, 30)
+
+    # Then read on until the log's end: everything committed, once, in order.
+    expected = await log_positions(feed_url, start[0])
+    async with httpx.AsyncClient(base_url=feed_url, timeout=30) as client:
+        headers = {"Last-Event-ID": str(seen[-1])}
+        async with client.stream("GET", "/events/stream", headers=headers) as response:
+            async for event_id, _, _ in sse(response):
+                if event_id:
+                    seen.append(int(event_id))
+                elif seen[-1] == expected[-1]:
+                    break
+    assert seen == expected
+    assert len(seen) > 100
+
+
+async def server_connections(database_url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND application_name NOT LIKE 'pytest%%'"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_two_hundred_clients_share_one_database_connection(
+    feed_url: str, database_url: str
+) -> None:
+    limits = httpx.Limits(max_connections=250, max_keepalive_connections=0)
+    # From the log's end: the clients wait, they do not read a backlog.
+    path = f"/events/stream?after={(await log_positions(feed_url))[-1]}"
+    # One client first, so the process's reader is running.
+    async with (
+        httpx.AsyncClient(base_url=feed_url, timeout=30, limits=limits) as client,
+        client.stream("GET", path) as first,
+    ):
+        await anext(sse(first))
+        before = await server_connections(database_url)
+        ready = asyncio.Barrier(201)
+        release = asyncio.Event()
+
+        async def one() -> None:
+            async with client.stream("GET", path) as r:
+                assert r.status_code == 200
+                lines = sse(r)
+                await anext(lines)
+                await ready.wait()
+                await release.wait()
+                await anext(lines)  # still followed: the next heart-beat arrives
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(200):
+                group.create_task(one())
+            await asyncio.wait_for(ready.wait(), 60)
+            during = await server_connections(database_url)
+            release.set()
+    assert during <= before
+
+
+async def followers(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    (line,) = [line for line in text.splitlines() if line.startswith("smsq_feed_followers ")]
+    return float(line.split()[1])
+
+
+async def test_a_client_that_never_reads_is_dropped_with_its_memory(
+    feed_url: str, database_url: str
+) -> None:
+    address = urlparse(feed_url)
+    assert address.hostname is not None
+    assert address.port is not None
+    sock = socket.create_connection((address.hostname, address.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"GET /events/stream HTTP/1.1\r\nHost: smsq\r\n\r\n")
+    async with httpx.AsyncClient(base_url=feed_url, timeout=10) as client:
+        deadline = time.monotonic() + 10
+        while await followers(client) < 1:
+            assert time.monotonic() < deadline, "the stream never started"
+            await asyncio.sleep(0.05)
+        # Far more than the socket buffers and the follower's queue hold.
+        with psycopg.connect(database_url) as conn:
+            written = copy_events(conn, message_events(12_000, seed=random.randrange(10**6)))
+        # Nothing is read meanwhile: within the write timeout the server stops
+        # writing to it and lets go of what it held for it.
+        deadline = time.monotonic() + 30
+        while await followers(client) > 0:
+            assert time.monotonic() < deadline, "the server kept a client that did not read"
+            await asyncio.sleep(0.2)
+        # What it was sent is what the buffers took, not the whole flood.
+        sock.settimeout(2)
+        received = 0
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+        sock.close()
+        assert 0 < received < written * 100
+        # The server serves on, and a client that reads gets the flood.
+        async with client.stream("GET", "/events/stream?after=0&type=SmsReceived") as response:
+            assert response.status_code == 200
+            async for event_id, _, _ in sse(response):
+                if event_id:
+                    break
