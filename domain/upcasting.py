@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from domain.events import EVENT_TYPES, Event
+from domain.events import EVENT_TYPES, Event, MediaAttached
 
 Data = dict[str, Any]
 """An event's `data` as JSON decodes it: what a step reads and returns."""
@@ -55,6 +55,23 @@ def step(type_: str, version: int) -> Callable[[Step], Step]:
         return function
 
     return register
+
+
+FORMAT_OF = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF", "image/webp": "WEBP"}
+"""Pillow's format name for each content type an image was ever stored with."""
+
+
+@step(MediaAttached.TYPE, 1)
+def media_attached_format(data: Data) -> Data:
+    """Version 1 recorded only the content type, which names one format each.
+
+    A JPEG holding several pictures (Pillow's MPO) was recorded as image/jpeg,
+    so it reads as JPEG: the log cannot tell it apart any more.
+    """
+    content_type = data["content_type"]
+    if content_type not in FORMAT_OF:
+        raise ValueError(f"{MediaAttached.TYPE} version 1 with content type {content_type!r}")
+    return {**data, "format": FORMAT_OF[content_type]}
 
 
 def _current(type_: str, schema_version: int) -> type[Event]:

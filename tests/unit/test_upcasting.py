@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from PIL import Image as Pillow
 from uuid_utils.compat import uuid7
 
-from domain.events import EVENT_TYPES, Event, SmsProcessed, SmsReceived
-from domain.upcasting import STEPS, UnknownEventVersion, decode, upcast
+from domain.events import EVENT_TYPES, Event, MediaAttached, SmsProcessed, SmsReceived
+from domain.upcasting import FORMAT_OF, STEPS, UnknownEventVersion, decode, upcast
+from media.probe import CONTENT_TYPES
+from tests.support.versions import as_version_1
 
 AT = datetime(2026, 11, 24, 10, 15, 2, 123000, tzinfo=UTC)
 RECEIVED = SmsReceived(
@@ -24,8 +27,19 @@ PROCESSED = SmsProcessed(
     processed_at=AT,
 )
 
+MEDIA = MediaAttached(
+    message_id=RECEIVED.message_id,
+    sha256="ab" * 32,
+    content_type="image/gif",
+    format="GIF",
+    size=1234,
+    width=64,
+    height=48,
+    attached_at=AT,
+)
 
-@pytest.mark.parametrize("event", [RECEIVED, PROCESSED], ids=lambda e: e.TYPE)
+
+@pytest.mark.parametrize("event", [RECEIVED, PROCESSED, MEDIA], ids=lambda e: e.TYPE)
 def test_the_current_version_reads_as_it_was_written(event: Event) -> None:
     assert decode(event.TYPE, event.SCHEMA_VERSION, msgspec.json.encode(event)) == event
 
@@ -58,3 +72,48 @@ def test_every_older_version_has_one_step_to_the_next(kind: type[Event]) -> None
 
 def test_every_step_is_of_a_known_type() -> None:
     assert {t for t, _ in STEPS} <= set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize(("content_type", "image_format"), sorted(FORMAT_OF.items()))
+def test_a_version_1_image_reads_with_the_format_its_content_type_names(
+    content_type: str, image_format: str
+) -> None:
+    event = msgspec.structs.replace(MEDIA, content_type=content_type, format=image_format)
+    stored = msgspec.json.encode(as_version_1(event))
+    assert b"format" not in stored
+    assert decode(MediaAttached.TYPE, 1, stored) == event
+
+
+def test_a_version_2_image_keeps_the_format_pillow_gave_it() -> None:
+    several = msgspec.structs.replace(MEDIA, content_type="image/jpeg", format="MPO")
+    assert decode(MediaAttached.TYPE, 2, msgspec.json.encode(several)) == several
+    # Version 1 recorded only image/jpeg for it: the log cannot tell it apart.
+    assert decode(MediaAttached.TYPE, 1, msgspec.json.encode(as_version_1(several))).format == (
+        "JPEG"
+    )
+
+
+def test_the_formats_are_pillows_names_for_every_content_type_ever_stored() -> None:
+    Pillow.init()
+    assert set(FORMAT_OF) == set(CONTENT_TYPES.values())
+    assert {Pillow.MIME[name] for name in FORMAT_OF.values()} == set(FORMAT_OF)
+    assert all(Pillow.MIME[name] == content_type for content_type, name in FORMAT_OF.items())
+
+
+def test_a_version_1_image_with_no_format_for_its_content_type_is_refused() -> None:
+    stored = {**as_version_1(MEDIA), "content_type": "image/bmp"}
+    with pytest.raises(ValueError, match="image/bmp"):
+        upcast(MediaAttached.TYPE, 1, stored)
+
+
+def test_upcasting_leaves_the_stored_data_as_it_was() -> None:
+    stored = as_version_1(MEDIA)
+    before = dict(stored)
+    assert upcast(MediaAttached.TYPE, 1, stored)["format"] == "GIF"
+    assert stored == before
+
+
+def test_a_missing_step_is_refused_not_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(STEPS, (MediaAttached.TYPE, 1))
+    with pytest.raises(UnknownEventVersion, match="cannot read MediaAttached version 1"):
+        decode(MediaAttached.TYPE, 1, msgspec.json.encode(as_version_1(MEDIA)))
