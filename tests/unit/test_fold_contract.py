@@ -63,3 +63,18 @@ def test_folds_read_the_log_only_through_current_events(fold: SqlFold) -> None:
 def test_folds_take_event_type_names_from_the_event_classes(fold: SqlFold) -> None:
     assert not [name for name in EVENT_TYPES if f"'{name}'" in fold.template]
     assert set(fold.types.values()) <= set(EVENT_TYPES.values())
+
+
+@pytest.mark.parametrize("fold", FOLDS, ids=lambda f: f.name)
+def test_a_fold_writes_to_the_tables_it_is_given_and_reads_current_events(
+    fold: SqlFold,
+) -> None:
+    shadows = {table: f"{table}__shadow" for table in fold.tables}
+    rebuilt = fold.statement(shadows).as_string(None)
+    live = fold.statement({table: table for table in fold.tables}).as_string(None)
+    for table, shadow in shadows.items():
+        assert f'"{shadow}"' in rebuilt
+        assert f'"{table}"' in live
+        assert f'"{table}"' not in rebuilt
+    assert '"current_events"' in rebuilt
+    assert all(f"'{kind.TYPE}'" in rebuilt for kind in fold.types.values())
