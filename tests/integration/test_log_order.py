@@ -25,8 +25,8 @@ BOUNDARY = 1000
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
-    own = OwnServer(tmp_path)
+def url(cluster_path: Path) -> Iterator[str]:
+    own = OwnServer(cluster_path)
     try:
         ensure_database(own.admin_url, "smsq")
         yield own.url("smsq")

@@ -4,19 +4,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from migrations import applied_migrations, available, migrate
 from migrations.runner import Migration
-from tests.support.postgres import Databases
+from tests.support.postgres import Databases, unique_name
 
 
 def empty_database(databases: Databases) -> str:
-    url = databases.url(f"smsq_empty_{id(object())}")
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(databases.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
-    return url
+    return databases.create_empty(unique_name("smsq_empty"))
 
 
 def test_a_second_run_applies_nothing(databases: Databases) -> None:
