@@ -21,8 +21,9 @@ from domain.message import MessageState, message_decider
 # order, so two uploads inserting overlapping sets wait on each other in the
 # same order and never deadlock.
 _BLOBS = """
-INSERT INTO media_blobs (sha256, content_type, size, width, height)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::int[]) ORDER BY 1
+INSERT INTO media_blobs (sha256, content_type, format, size, width, height)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[])
+ORDER BY 1
 ON CONFLICT (sha256) DO NOTHING
 """
 
@@ -42,6 +43,7 @@ async def _record_blobs(conn: psycopg.AsyncConnection[Any], events: Sequence[Mes
         (
             [e.sha256 for e in attached],
             [e.content_type for e in attached],
+            [e.format for e in attached],
             [e.size for e in attached],
             [e.width for e in attached],
             [e.height for e in attached],

@@ -16,7 +16,8 @@ import psycopg
 from psycopg import errors
 from uuid_utils.compat import uuid7
 
-from domain.events import EVENT_TYPES, Event, EventMetadata
+from domain import upcasting
+from domain.events import Event, EventMetadata
 
 
 class ConcurrencyConflict(Exception):
@@ -69,6 +70,10 @@ class Recorded(msgspec.Struct, Generic[D], frozen=True):
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the log stores it: `data` in the `schema_version` it was
+    written in. `decode` reads it as the current version; audit reads show it
+    as stored."""
+
     position: int
     tx_id: int
     stream_id: str
@@ -85,7 +90,9 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
         return Place(self.tx_id, self.position)
 
     def decode(self) -> Event:
-        return msgspec.json.decode(self.data, type=EVENT_TYPES[self.type])
+        """The current version's struct, whatever version was stored; raises
+        `UnknownEventVersion` for one this code cannot read."""
+        return upcasting.decode(self.type, self.schema_version, self.data)
 
 
 # One JSON document for the whole append, encoded by msgspec in one call: far

@@ -17,6 +17,8 @@ class Image(msgspec.Struct, frozen=True, kw_only=True):
 
     sha256: str
     content_type: str
+    format: str
+    """As Pillow names it: `JPEG`, `MPO` (a JPEG of several pictures), `PNG`, `GIF`, `WEBP`."""
     size: int
     width: int
     height: int

@@ -1,7 +1,10 @@
 """Events: facts that happened, past tense, each with a stable type name.
 
 The `TYPE` strings and field names are the stored schema of the log. Renaming
-a class is free; renaming a `TYPE` or a field is a migration of the log.
+a class is free; renaming a `TYPE` is a migration of the log. Changing the
+fields is a new `SCHEMA_VERSION`: the struct here is always the current
+version, and `domain.upcasting` reads the older ones the log still holds as
+this one.
 """
 
 from __future__ import annotations
@@ -50,12 +53,16 @@ class SmsProcessed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MediaAttached(msgspec.Struct, frozen=True, kw_only=True):
+    """Version 2 added `format`, the image's format as Pillow names it
+    (`JPEG`, `MPO`, `PNG`, `GIF`, `WEBP`)."""
+
     TYPE: ClassVar[str] = "MediaAttached"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     message_id: UUID
     sha256: str
     content_type: str
+    format: str
     size: int
     width: int
     height: int

@@ -110,6 +110,7 @@ def _attach(command: AttachMedia, state: MessageState, now: datetime) -> tuple[M
             message_id=state.message_id,
             sha256=image.sha256,
             content_type=image.content_type,
+            format=image.format,
             size=image.size,
             width=image.width,
             height=image.height,

@@ -112,6 +112,7 @@ def examine(data: bytes, max_pixels: int = MAX_PIXELS) -> Image:
     return Image(
         sha256=hashlib.sha256(data).hexdigest(),
         content_type=info.content_type,
+        format=info.format,
         size=len(data),
         width=info.width,
         height=info.height,

@@ -19,6 +19,8 @@ GRANT USAGE ON SCHEMA public TO smsq_service;
 -- and TRUNCATE for every role; for this one the privileges are not there either.)
 REVOKE ALL ON events FROM smsq_service;
 GRANT SELECT, INSERT ON events TO smsq_service;
+-- The folds read it through this view: every event in its current version.
+GRANT SELECT ON current_events TO smsq_service;
 
 -- Write-side state: kept with the appends, pruned when stale.
 GRANT SELECT, INSERT, DELETE ON sender_window, idempotency_keys TO smsq_service;

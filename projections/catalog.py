@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from projections.counters import CountersProjector
-from projections.media import MediaProjector
-from projections.messages import MessagesProjector
+from projections import counters, media, messages
 from projections.processing import ProcessingStage
 from projections.replay import Rebuildable
 from projections.runner import Projector
 
 
 def read_models() -> dict[str, Rebuildable]:
-    models: list[Rebuildable] = [MessagesProjector(), MediaProjector(), CountersProjector()]
+    models: list[Rebuildable] = [messages.FOLD, media.FOLD, counters.FOLD]
     return {m.name: m for m in models}
 
 

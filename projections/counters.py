@@ -10,14 +10,13 @@ both read from the database's clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
 
-from projections.log import IN_RANGE, Checkpoint, range_params
+from domain.events import MediaAttached, SmsProcessed, SmsReceived
+from projections.fold import SqlFold
 
 TABLE = "message_counters"
 
@@ -26,8 +25,8 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 _FOLD = """
 WITH batch AS MATERIALIZED (
-    SELECT stream_id, type, data FROM events
-    WHERE {in_range} AND type IN ('SmsReceived', 'SmsProcessed', 'MediaAttached')
+    SELECT stream_id, type, data FROM {events}
+    WHERE {in_range} AND type IN ({received}, {processed}, {attached})
 ),
 processed AS MATERIALIZED (
     -- The bucket is the number of bounds below the value (Prometheus buckets
@@ -38,24 +37,24 @@ processed AS MATERIALIZED (
            cardinality(%(bounds)s::float8[])
            - width_bucket(-s.seconds, %(negated)s::float8[]) AS bucket
     FROM batch AS p
-    JOIN events AS r ON r.stream_id = p.stream_id AND r.version = 1
+    JOIN {events} AS r ON r.stream_id = p.stream_id AND r.version = 1
     CROSS JOIN LATERAL (
         SELECT extract(epoch FROM (p.data->>'processed_at')::timestamptz
                                 - (r.data->>'received_at')::timestamptz)::float8 AS seconds
     ) AS s
-    WHERE p.type = 'SmsProcessed'
+    WHERE p.type = {processed}
 ),
 buckets AS (
     SELECT array_agg(coalesce(c.n, 0) ORDER BY i) AS counts
     FROM generate_series(0, cardinality(%(bounds)s::float8[])) AS i
     LEFT JOIN (SELECT bucket, count(*) AS n FROM processed GROUP BY bucket) AS c ON c.bucket = i
 )
-INSERT INTO {table} AS t
+INSERT INTO {message_counters} AS t
     (id, received, processed, media_attached, processing_seconds_sum, processing_buckets)
 SELECT true,
-       (SELECT count(*) FROM batch WHERE type = 'SmsReceived'),
+       (SELECT count(*) FROM batch WHERE type = {received}),
        (SELECT count(*) FROM processed),
-       (SELECT count(*) FROM batch WHERE type = 'MediaAttached'),
+       (SELECT count(*) FROM batch WHERE type = {attached}),
        (SELECT coalesce(sum(seconds), 0) FROM processed),
        (SELECT counts FROM buckets)
 ON CONFLICT (id) DO UPDATE SET
@@ -71,37 +70,19 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
-async def fold_range(
-    conn: psycopg.AsyncConnection[Any], table: str, lo: Checkpoint, hi: Checkpoint
-) -> None:
-    statement = sql.SQL(_FOLD).format(table=sql.Identifier(table), in_range=sql.SQL(IN_RANGE))
-    await conn.execute(
-        statement,
-        {
-            **range_params(lo, hi),
-            "bounds": list(BUCKETS),
-            "negated": [-b for b in reversed(BUCKETS)],
-        },
-    )
+FOLD = SqlFold(
+    TABLE,
+    _FOLD,
+    tables=(TABLE,),
+    types={"received": SmsReceived, "processed": SmsProcessed, "attached": MediaAttached},
+    reads={"p.data": (SmsProcessed,), "r.data": (SmsReceived,)},
+    params={"bounds": list(BUCKETS), "negated": [-b for b in reversed(BUCKETS)]},
+)
 
 
-class CountersProjector:
-    name = TABLE
-    tables = (TABLE,)
-
-    async def apply(
-        self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
-    ) -> None:
-        await fold_range(conn, TABLE, lo, hi)
-
-    async def rebuild(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        tables: Mapping[str, str],
-        lo: Checkpoint,
-        hi: Checkpoint,
-    ) -> None:
-        await fold_range(conn, tables[TABLE], lo, hi)
+def CountersProjector() -> SqlFold:
+    """The `message_counters` fold, by the name it had as a class of its own."""
+    return FOLD
 
 
 class Counters(msgspec.Struct, frozen=True, kw_only=True):

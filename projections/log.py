@@ -146,7 +146,8 @@ async def read_after(
 
 
 class LogEntry(msgspec.Struct, kw_only=True):
-    """An event as auditors read it (GET /events, `smsq events`)."""
+    """An event as auditors read it (GET /events, `smsq events`): as the log
+    stores it, `data` in the `schema_version` it was written in, never upcast."""
 
     position: int
     stream_id: str

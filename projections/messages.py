@@ -1,13 +1,7 @@
-"""The `sms_messages` read model: its fold and the queries it serves.
-
-The fold is one set-based statement over a range of the log, used both by
-the live projector (a batch at a time) and by replay (large chunks into a
-shadow table), so both build the same table by construction.
-"""
+"""The `sms_messages` read model: its fold and the queries it serves."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -23,8 +17,8 @@ from commands.event_store import (
     RecordedEvent,
     decode_stream,
 )
-from domain.events import stream_of
-from projections.log import IN_RANGE, Checkpoint, range_params
+from domain.events import MediaAttached, SmsProcessed, SmsReceived, stream_of
+from projections.fold import SqlFold
 
 TABLE = "sms_messages"
 
@@ -40,21 +34,21 @@ TABLE = "sms_messages"
 _FOLD = """
 WITH batch AS (
     SELECT (data->>'message_id')::uuid AS id,
-           (array_agg(data) FILTER (WHERE type = 'SmsReceived'))[1] AS r,
+           (array_agg(data) FILTER (WHERE type = {received}))[1] AS r,
            (array_agg(data ORDER BY tx_id DESC, position DESC)
-               FILTER (WHERE type = 'SmsProcessed'))[1] AS p,
+               FILTER (WHERE type = {processed}))[1] AS p,
            array_agg(tx_id ORDER BY tx_id DESC, position DESC)
-               FILTER (WHERE type = 'MediaAttached') AS media_tx,
+               FILTER (WHERE type = {attached}) AS media_tx,
            array_agg(position ORDER BY tx_id DESC, position DESC)
-               FILTER (WHERE type = 'MediaAttached') AS media_position,
+               FILTER (WHERE type = {attached}) AS media_position,
            (array_agg(tx_id ORDER BY tx_id DESC, position DESC))[1] AS last_tx,
            (array_agg(position ORDER BY tx_id DESC, position DESC))[1] AS last_position
-    FROM events
-    WHERE {in_range} AND type IN ('SmsReceived', 'SmsProcessed', 'MediaAttached')
+    FROM {events}
+    WHERE {in_range} AND type IN ({received}, {processed}, {attached})
     GROUP BY 1
 ),
 inserted AS (
-    INSERT INTO {table} AS t (id, "from", "to", message, received_at, status, media_count,
+    INSERT INTO {sms_messages} AS t (id, "from", "to", message, received_at, status, media_count,
                               processed_at, encoding, segments, from_region, to_region,
                               folded_tx_id, folded_position)
     SELECT id, r->>'from', r->>'to', r->>'message', (r->>'received_at')::timestamptz,
@@ -79,7 +73,7 @@ inserted AS (
 -- Only the images beyond the row's place are new. The range's latest
 -- SmsProcessed may be in the row already; then no later one is, and setting
 -- it again changes nothing.
-UPDATE {table} AS t SET
+UPDATE {sms_messages} AS t SET
     status = CASE WHEN b.p IS NULL THEN t.status ELSE 'processed' END,
     processed_at = coalesce((b.p->>'processed_at')::timestamptz, t.processed_at),
     encoding = coalesce(b.p->>'encoding', t.encoding),
@@ -98,30 +92,23 @@ WHERE b.r IS NULL AND t.id = b.id
 """
 
 
-async def fold_range(
-    conn: psycopg.AsyncConnection[Any], table: str, lo: Checkpoint, hi: Checkpoint
-) -> None:
-    statement = sql.SQL(_FOLD).format(table=sql.Identifier(table), in_range=sql.SQL(IN_RANGE))
-    await conn.execute(statement, range_params(lo, hi))
+FOLD = SqlFold(
+    TABLE,
+    _FOLD,
+    tables=(TABLE,),
+    types={"received": SmsReceived, "processed": SmsProcessed, "attached": MediaAttached},
+    reads={
+        "data": (SmsReceived, SmsProcessed, MediaAttached),
+        "r": (SmsReceived,),
+        "p": (SmsProcessed,),
+        "b.p": (SmsProcessed,),
+    },
+)
 
 
-class MessagesProjector:
-    name = TABLE
-    tables = (TABLE,)
-
-    async def apply(
-        self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
-    ) -> None:
-        await fold_range(conn, TABLE, lo, hi)
-
-    async def rebuild(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        tables: Mapping[str, str],
-        lo: Checkpoint,
-        hi: Checkpoint,
-    ) -> None:
-        await fold_range(conn, tables[TABLE], lo, hi)
+def MessagesProjector() -> SqlFold:
+    """The `sms_messages` fold, by the name it had as a class of its own."""
+    return FOLD
 
 
 class MessageRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,7 +26,9 @@ def meta() -> EventMetadata:
 
 
 def image(n: int) -> Image:
-    return Image(sha256=f"{n:064x}", content_type="image/png", size=10, width=4, height=3)
+    return Image(
+        sha256=f"{n:064x}", content_type="image/png", format="PNG", size=10, width=4, height=3
+    )
 
 
 def unique_image() -> Image:
@@ -132,6 +134,7 @@ async def test_the_processing_stage_waits_for_an_upload_instead_of_conflicting(
         message_id=message.message_id,
         sha256=unique_image().sha256,
         content_type="image/png",
+        format="PNG",
         size=10,
         width=4,
         height=3,

@@ -20,7 +20,7 @@ from tests.support.seed import seed_messages
 from tests.support.streams import a_message, attach
 
 SHARED = [
-    Image(sha256=f"{n:064x}", content_type="image/webp", size=n, width=n, height=2)
+    Image(sha256=f"{n:064x}", content_type="image/webp", format="WEBP", size=n, width=n, height=2)
     for n in range(1, 9)
 ]
 

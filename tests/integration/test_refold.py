@@ -38,7 +38,7 @@ from tests.support.seed import seed_messages
 from tests.support.streams import a_message, attach, meta
 
 IMAGES = [
-    Image(sha256=f"{n:064x}", content_type="image/png", size=n, width=n, height=3)
+    Image(sha256=f"{n:064x}", content_type="image/png", format="PNG", size=n, width=n, height=3)
     for n in range(1, 7)
 ]
 TABLES = (messages.TABLE, media.LINKS, media.BLOBS)

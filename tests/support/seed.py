@@ -82,6 +82,7 @@ def attached(message_id: UUID, at: datetime, rng: random.Random) -> MediaAttache
         message_id=message_id,
         sha256=f"{rng.getrandbits(256):064x}",
         content_type="image/png",
+        format="PNG",
         size=1234,
         width=64,
         height=64,

@@ -30,7 +30,12 @@ PROCESSED = SmsProcessed(
 
 def image(n: int) -> Image:
     return Image(
-        sha256=f"{n:064x}", content_type="image/png", size=100 + n, width=n + 1, height=n + 2
+        sha256=f"{n:064x}",
+        content_type="image/png",
+        format="PNG",
+        size=100 + n,
+        width=n + 1,
+        height=n + 2,
     )
 
 
@@ -43,6 +48,7 @@ def media(n: int, at: datetime) -> MediaAttached:
         message_id=RECEIVED.message_id,
         sha256=image(n).sha256,
         content_type="image/png",
+        format="PNG",
         size=100 + n,
         width=n + 1,
         height=n + 2,

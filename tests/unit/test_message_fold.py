@@ -18,6 +18,7 @@ MEDIA = MediaAttached(
     message_id=ID,
     sha256="ab" * 32,
     content_type="image/png",
+    format="PNG",
     size=10,
     width=1,
     height=1,
