@@ -24,10 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
+import psycopg
+from psycopg import sql
 
 from bench.harness import arguments, header, postgres, stop_on_sigterm, table, verdict
+from domain.events import stream_of
+from projections.messages import _COLUMNS as COLUMNS
+from projections.messages import _GET as GET
 from tests.support.images import png
 from tests.support.phones import random_phone
 from tests.support.servers import SMSQ, serving
@@ -136,6 +142,29 @@ async def read_costs(client: httpx.AsyncClient, ids: list[str], n: int) -> list[
     return rows
 
 
+# What a single-message read cost before reads were checked against the log:
+# the row alone, answered whenever it existed.
+_ROW_ALONE = sql.SQL("SELECT {} FROM sms_messages AS m WHERE m.id = %(id)s").format(COLUMNS)
+
+
+async def statement_costs(url: str, ids: list[str], n: int) -> list[list[Any]]:
+    """The single-message read's statement against the row-alone read, alternated
+    on one connection (both prepared, as the server runs them), in milliseconds."""
+    rng = random.Random(2)
+    spent: dict[str, list[float]] = {"row alone (before)": [], "row + stream's place (now)": []}
+    statements = {"row alone (before)": _ROW_ALONE, "row + stream's place (now)": GET}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for i in range(n + n // 5):
+            message_id = UUID(rng.choice(ids))
+            params = {"id": message_id, "stream": stream_of(message_id)}
+            for label, statement in statements.items():
+                started = time.perf_counter()
+                await (await conn.execute(statement, params, prepare=True)).fetchall()
+                if i >= n // 5:  # after a warm-up
+                    spent[label].append((time.perf_counter() - started) * 1000)
+    return [[label, statistics.median(ms), percentile(ms, 99)] for label, ms in spent.items()]
+
+
 def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1280)
@@ -163,6 +192,9 @@ def main() -> None:
                     return probe, await read_costs(client, probe.ids, args.reads)
 
             probe, costs = asyncio.run(measure())
+            statements = asyncio.run(
+                statement_costs(env["SMSQ_DATABASE_URL"], probe.ids, args.reads)
+            )
     print(
         f"{messages} messages, {args.concurrency} at a time; {probe.reads:,} reads every"
         f" {READ_EVERY * 1000:g} ms; {len(probe.uploads)} messages given 3 images each"
@@ -173,6 +205,9 @@ def main() -> None:
     print()
     print(f"On the idle service, {args.reads} reads each, one at a time:")
     print(table(["", "p50 ms", "p99 ms"], costs))
+    print()
+    print(f"The single-message read's SQL, {args.reads} of each, alternated on one connection:")
+    print(table(["", "p50 ms", "p99 ms"], statements))
 
 
 if __name__ == "__main__":
