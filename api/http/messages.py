@@ -189,6 +189,7 @@ _PHONE_FILTER = {
     "type": "string",
     "pattern": r"^[+ ][1-9][0-9]{1,14}$",
     "format": "e164",
+    "examples": ["+14155550100"],
 }
 _PHONE_MEANS = "E.164 (an unescaped `+`, which arrives as a space, is read as `+`)"
 StatusFilter = Annotated[

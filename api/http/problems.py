@@ -106,9 +106,8 @@ EXACT_BIGINT = {"maximum": BIGINT}
 
 # Answers any operation that reads the database can give.
 UNAVAILABLE = {503: "The database is unavailable; `Retry-After` says when to try again"}
-# Answers any operation with a query string or headers can give.
+# Answers any operation with parameters can give (Litestar's own, made a problem).
 MALFORMED = {400: "The request is malformed"}
-INVALID_QUERY = {422: "A query parameter is invalid, given twice, or not one this operation takes"}
 
 
 class _Query(msgspec.Struct, frozen=True):
