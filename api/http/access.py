@@ -4,7 +4,9 @@ Each handler says what it needs in `opt`: `{"scope": "write" | "read" |
 "audit" | "metrics"}` or `{"public": True}`. A handler that declares neither
 is refused to every key (fail closed), except Litestar's automatic OPTIONS
 handlers, which any live key may call. On a loopback address, while no key
-has ever been made, the service is open.
+has ever been made, the service is open to requests that carry no credential;
+one that carries a credential has it checked all the same, so that a client
+with a wrong key learns it on the first request, not when the first key is made.
 
 Verified keys are remembered for `SMSQ_AUTH_CACHE_SECONDS`, so a busy client
 costs one primary-key lookup per key per interval, not one per request; a
@@ -117,14 +119,19 @@ class Access:
         return result
 
 
-def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+def _credential(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The Authorization header's value, if the request has one."""
     # Read from the raw headers: building the parsed header map costs more
     # than the whole check on a request that has not needed it yet.
     for name, value in connection.scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == SCHEME else None
+            return value.decode("latin-1")
     return None
+
+
+def _bearer(credential: str) -> str | None:
+    scheme, _, token = credential.partition(" ")
+    return token.strip() if scheme.lower() == SCHEME else None
 
 
 def _asks_options(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
@@ -148,12 +155,18 @@ async def require_scope(
     if opt.get("public"):
         return
     access: Access = connection.app.state.services.access
-    if await access.is_open():
-        return
-    token = _bearer(connection)
-    if token is None:
+    credential = _credential(connection)
+    if credential is None:
+        if await access.is_open():
+            return
         raise NotAuthorizedException(
             "this route needs Authorization: Bearer <key>", headers=_challenge()
+        )
+    token = _bearer(credential)
+    if token is None:
+        raise NotAuthorizedException(
+            "this route takes Authorization: Bearer <key>, no other scheme",
+            headers=_challenge(),
         )
     key = await access.verify(token)
     if key is None:

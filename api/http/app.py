@@ -22,6 +22,7 @@ from api.http.media_files import media_file
 from api.http.messages import MessagesController
 from api.http.metrics import metrics
 from api.http.observe import RequestObserver
+from api.http.openapi import DeclareContract, answer_options
 from api.http.problems import exception_handlers
 from api.http.process_metrics import ProcessMetrics
 from api.http.services import Services, provide_services
@@ -111,7 +112,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         guards=[require_scope],
-        plugins=[DeclareSecurity()],
+        before_request=answer_options,
+        plugins=[DeclareSecurity(), DeclareContract()],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
@@ -124,7 +126,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
             # The document describes every route: readable by any key that may read.
-            openapi_router=Router("/schema", opt={"scope": "read"}, route_handlers=[]),
+            # Kept out of the document it serves: it is not part of the API a client calls.
+            openapi_router=Router(
+                "/schema", opt={"scope": "read"}, route_handlers=[], include_in_schema=False
+            ),
             components=Components(
                 security_schemes={
                     SCHEME: SecurityScheme(

@@ -10,10 +10,17 @@ import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
-from api.http.consistency import ConsistencyToken, await_log
-from api.http.problems import INVALID_QUERY, refuse_unknown_query
+from api.http.consistency import CONSISTENCY, ConsistencyToken, await_log
+from api.http.problems import (
+    BIGINT,
+    EXACT_BIGINT,
+    MALFORMED,
+    UNAVAILABLE,
+    refusals,
+    refuse_unknown_query,
+)
 from api.http.schemas import Event
 from api.http.services import Services
 from commands.event_store import read_stream
@@ -36,7 +43,11 @@ class AuditController(Controller):
     tags = ("audit",)
     opt = {"scope": "audit"}  # noqa: RUF012 (Litestar's layer attribute)
 
-    @get("/messages/{message_id:uuid}/events", summary="A message's events, oldest first")
+    @get(
+        "/messages/{message_id:uuid}/events",
+        summary="A message's events, oldest first",
+        responses=refusals({404: "No message has this id"} | UNAVAILABLE),
+    )
     async def stream(
         self, message_id: FromPath[UUID], services: NamedDependency[Services]
     ) -> Stream:
@@ -57,15 +68,29 @@ class AuditController(Controller):
             " this order. Start at 0 and pass back `next_after` to see every event once."
         ),
         before_request=refuse_unknown_query,
-        responses=INVALID_QUERY,
+        responses=refusals(
+            MALFORMED
+            | {
+                422: "A query parameter is invalid, given twice, or not one this operation"
+                " takes (`type` names an event type); or the Consistency-Token is not one"
+                " this service gave"
+            }
+            | CONSISTENCY
+        ),
     )
     async def log(
         self,
         services: NamedDependency[Services],
-        after: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
+        after: Annotated[int, QueryParameter(ge=0, le=BIGINT, schema_extra=EXACT_BIGINT)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         # Named as the query parameter, so that a 422 names the field the client sent.
-        type: FromQuery[EventType | None] = None,
+        type: Annotated[
+            EventType | None,
+            QueryParameter(
+                # Left out, it is absent: the word `null` is not an event type.
+                schema_extra={"one_of": None, "type": "string", "enum": list(EVENT_TYPES)}
+            ),
+        ] = None,
         consistency_token: ConsistencyToken = None,
     ) -> LogPage:
         await await_log(services, consistency_token)

@@ -32,8 +32,22 @@ ConsistencyToken = Annotated[
         pattern=_TOKEN.pattern,
         description="A token a write answered: the answer then includes that write"
         " (waiting at most SMSQ_CONSISTENCY_WAIT seconds, else 503).",
+        # Left out, it is absent: the word `null` would be a (malformed) token. The
+        # format names what no pattern can state: a place in this service's log.
+        schema_extra={
+            "one_of": None,
+            "type": "string",
+            "pattern": r"^[0-9]{1,19}\.[0-9]{1,19}$",
+            "format": "consistency-token",
+        },
     ),
 ]
+
+# What a read that waits for a token can answer besides its own errors.
+CONSISTENCY = {
+    503: "The database is unavailable, or the read models did not reach the"
+    " Consistency-Token in time; `Retry-After` says when to try again",
+}
 
 WRITTEN = [
     ResponseHeader(
@@ -41,6 +55,7 @@ WRITTEN = [
         description="The place in the log of what this write recorded or found: send it"
         " with a later read to have that read include this write.",
         documentation_only=True,
+        required=True,
     )
 ]
 

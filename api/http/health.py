@@ -7,7 +7,7 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.response import Response
 
-from api.http.problems import problem
+from api.http.problems import problem, refusals
 from api.http.services import Services
 from migrations import available
 
@@ -26,6 +26,7 @@ async def healthz() -> Health:
     summary="The database answers and its schema is current",
     tags=["operations"],
     opt={"public": True},
+    responses=refusals({503: "The database does not answer, or a migration is not applied"}),
 )
 async def readyz(services: NamedDependency[Services]) -> Response[Health]:
     expected = {m.name for m in available()}

@@ -9,14 +9,16 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
+    Encoding,
+    Link,
     OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIType,
-    Operation,
     RequestBody,
     Schema,
 )
@@ -25,33 +27,52 @@ from litestar.params import FromPath
 from api.http.consistency import HEADER, WRITTEN, ConsistencyToken, place_of, token_of
 from api.http.context import request_metadata
 from api.http.messages import load_message
-from api.http.problems import Refusal
+from api.http.openapi import Documented
+from api.http.problems import MALFORMED, UNAVAILABLE, Refusal, refusals
 from api.http.schemas import Media, MediaList
 from api.http.services import Services
-from api.http.uploads import FIELD, Upload, read_uploads
+from api.http.uploads import FIELD, MAX_FILES, Upload, read_uploads
 from commands.attach_media import attach_media
 from domain.commands import AttachMedia, Image
 from domain.message import UnknownMessage, attached, fold
-from media.probe import ALLOWED, NotAnImage, TooManyPixels, examine
+from media.probe import ALLOWED, CONTENT_TYPES, NotAnImage, TooManyPixels, examine
 from projections.media import media_of
 
 
 @dataclass
-class UploadOperation(Operation):
+class UploadOperation(Documented):
     """The body is read as it streams (api/uploads.py), so it is described here."""
+
+    # What a client does next with an image it attached: fetch its bytes.
+    links = {  # noqa: RUF012 (read only)
+        "201": {
+            "GetMediaFile": Link(
+                operation_id="MediaSha256MediaFile",
+                parameters={"sha256": "$response.body#/items/0/sha256"},
+            )
+        }
+    }
 
     def __post_init__(self) -> None:
         files = Schema(
             type=OpenAPIType.ARRAY,
             items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
             min_items=1,
+            max_items=MAX_FILES,
         )
         form = Schema(type=OpenAPIType.OBJECT, properties={FIELD: files}, required=[FIELD])
+        # Each part is judged from its bytes, so only these types are accepted.
+        images = ", ".join(sorted(set(CONTENT_TYPES.values())))
         self.request_body = RequestBody(
-            content={"multipart/form-data": OpenAPIMediaType(schema=form)},
+            content={
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=form, encoding={FIELD: Encoding(content_type=images)}
+                )
+            },
             required=True,
             description=f"One or more `{FIELD}` parts, each a {ALLOWED} image.",
         )
+        super().__post_init__()
 
 
 class MessageMediaController(Controller):
@@ -65,8 +86,31 @@ class MessageMediaController(Controller):
         operation_class=UploadOperation,
         summary="Attach images to a message",
         description="201 when something new was attached; 200 when all of it was already.",
-        responses={200: ResponseSpec(MediaList, description="Every image was attached already")},
-        response_headers=WRITTEN,
+        responses={
+            200: ResponseSpec(MediaList, description="Every image was attached already"),
+            **refusals(
+                MALFORMED
+                | {
+                    404: "No message has this id",
+                    408: "The body did not arrive within SMSQ_BODY_TIMEOUT seconds",
+                    413: "A file, or the whole body, is too large; or an image has too many"
+                    " pixels, or there are too many files",
+                    415: f"The body is not multipart/form-data, or a file is not a {ALLOWED}"
+                    " image (the problem names it)",
+                    422: f"The form is malformed or has no `{FIELD}` part",
+                }
+                | UNAVAILABLE
+            ),
+        },
+        response_headers=[
+            ResponseHeader(
+                name="Location",
+                description="The message's images.",
+                documentation_only=True,
+                required=True,
+            ),
+            *WRITTEN,
+        ],
     )
     async def attach(
         self,
@@ -110,7 +154,16 @@ class MessageMediaController(Controller):
             },
         )
 
-    @get("/", opt={"scope": "read"}, summary="A message's images, in attach order")
+    @get(
+        "/",
+        opt={"scope": "read"},
+        summary="A message's images, in attach order",
+        responses=refusals(
+            MALFORMED
+            | {404: "No message has this id", 422: "The Consistency-Token is malformed"}
+            | UNAVAILABLE
+        ),
+    )
     async def list_media(
         self,
         message_id: FromPath[UUID],

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    Schema,
+)
 from litestar.params import FromPath, HeaderParameter, Parameter
 
+from api.http.openapi import Documented
+from api.http.problems import MALFORMED, UNAVAILABLE, refusals
 from api.http.services import Services
+from media.probe import CONTENT_TYPES
 from projections.media import get_blob
 
 log = logging.getLogger(__name__)
@@ -20,12 +33,55 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 Sha256 = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$", description="lowercase hex")]
 
 
+_IMAGE = {
+    "ETag": "The image's sha256, quoted.",
+    "Cache-Control": "The bytes behind a name never change.",
+}
+
+
+@dataclass
+class MediaFileOperation(Documented):
+    """The bytes come with the type sniffed from them, one of the allowed images, and
+    a 304 answers an If-None-Match that names them."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        responses: dict[str, Any] = dict(self.responses or {})
+        bytes_ = OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        )
+        headers: dict[str, OpenAPIHeader | Reference] = {
+            name: OpenAPIHeader(
+                schema=Schema(type=OpenAPIType.STRING), description=description, required=True
+            )
+            for name, description in _IMAGE.items()
+        }
+        ok = responses["200"]
+        assert isinstance(ok, OpenAPIResponse)
+        ok.content = dict.fromkeys(sorted(set(CONTENT_TYPES.values())), bytes_)
+        ok.headers = {**(ok.headers or {}), **headers}
+        responses["304"] = OpenAPIResponse(
+            description="The If-None-Match names this image: the client has its bytes",
+            headers=headers,
+        )
+        self.responses = responses
+
+
 @get(
     "/media/{sha256:str}",
     opt={"scope": "read"},
     tags=["media"],
     summary="An image's bytes",
     media_type="application/octet-stream",
+    operation_class=MediaFileOperation,
+    responses=refusals(
+        MALFORMED
+        | {
+            404: "No image has this sha256",
+            422: "The sha256 is not 64 lowercase hex digits",
+        }
+        | UNAVAILABLE
+    ),
 )
 async def media_file(
     sha256: FromPath[Sha256],

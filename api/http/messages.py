@@ -10,12 +10,17 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Link, Reference
+from litestar.params import Body, FromPath, HeaderParameter, QueryParameter
 from uuid_utils.compat import uuid7
 
 from api.http.consistency import (
+    CONSISTENCY,
     HEADER,
     WRITTEN,
     ConsistencyToken,
@@ -24,11 +29,17 @@ from api.http.consistency import (
     token_of,
 )
 from api.http.context import actor_of, request_metadata
+from api.http.openapi import QUOTA, Documented
 from api.http.problems import (
-    INVALID_QUERY,
+    BIGINT,
+    EXACT_BIGINT,
+    MALFORMED,
+    UNAVAILABLE,
+    FieldError,
     Problem,
     invalid,
     problem,
+    refusals,
     refuse_unknown_query,
     shape_errors,
 )
@@ -37,6 +48,7 @@ from api.http.services import Services
 from commands.event_store import Place, read_stream
 from commands.receive_sms import IdempotencyKey, KeyReuse, NewMessage, ReceiveRequest, Replay
 from domain.commands import ReceiveSms
+from domain.errors import InvalidCommand
 from domain.events import SmsReceived, stream_of
 from domain.message import Status, fold
 from domain.phone import PhoneNumber
@@ -67,8 +79,19 @@ async def require_json_message(request: Request[Any, Any, Any]) -> Response[Prob
     try:
         msgspec.json.decode(body, type=SendSms)
     except (msgspec.MsgspecError, RecursionError):
-        return invalid(shape_errors(body, SendSms))
+        return invalid(shape_errors(body, SendSms) or _field_errors(body))
     return None
+
+
+def _field_errors(body: bytes) -> list[FieldError]:
+    """Why a body of the right shape fails SendSms's declared constraints, in the
+    domain's words and for every field (the decoder names only the first)."""
+    value = msgspec.json.decode(body)
+    try:
+        ReceiveSms.create(UUID(int=0), value["from"], value["to"], value["message"])
+    except InvalidCommand as error:
+        return [FieldError(e.field, e.message) for e in error.errors]
+    return [FieldError("body", "does not match the declared schema")]
 
 
 def _quota_headers(quota: Quota) -> dict[str, str]:
@@ -151,8 +174,56 @@ IdempotencyKeyHeader = Annotated[
         required=False,
         min_length=1,
         max_length=255,
-        pattern=r"^[\x20-\x7e]+$",
+        # Printable ASCII; HTTP drops spaces at either end, so it starts and ends visible.
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
         description="Replays the first response for a retried request with the same body.",
+        # Left out, it is absent: the word `null` would be a key.
+        schema_extra={"one_of": None, "type": "string"},
+    ),
+]
+
+# Stated in the document only (`schema_extra`): the service checks a number itself,
+# and says what is wrong with it in its own words.
+_PHONE_FILTER = {
+    "one_of": None,
+    "type": "string",
+    "pattern": r"^[+ ][1-9][0-9]{1,14}$",
+    "format": "e164",
+    "examples": ["+14155550100"],
+}
+_PHONE_MEANS = "E.164 (an unescaped `+`, which arrives as a space, is read as `+`)"
+StatusFilter = Annotated[
+    Status | None,
+    QueryParameter(
+        schema_extra={"one_of": None, "type": "string", "enum": [s.value for s in Status]}
+    ),
+]
+
+_NEW_MESSAGE: dict[str, dict[str, Link | Reference]] = {
+    # What a client does next with a message it sent: read it, its images, its events.
+    "201": {
+        name: Link(operation_id=operation, parameters={"message_id": "$response.body#/id"})
+        for name, operation in (
+            ("GetMessage", "MessagesMessageIdGetOne"),
+            ("ListMedia", "MessagesMessageIdMediaListMedia"),
+            ("AttachMedia", "MessagesMessageIdMediaAttach"),
+            ("MessageEvents", "MessagesMessageIdEventsStream"),
+        )
+    }
+}
+
+
+class ReceiveOperation(Documented):
+    links = _NEW_MESSAGE
+
+
+_SENT = [
+    ResponseHeader(
+        name="Location", description="The message's URL.", documentation_only=True, required=True
+    ),
+    *(
+        ResponseHeader(name=name, description=description, documentation_only=True)
+        for name, description in QUOTA.items()
     ),
 ]
 
@@ -167,12 +238,35 @@ class MessagesController(Controller):
         opt={"scope": "write"},
         before_request=require_json_message,
         summary="Send an SMS",
-        responses={},
-        response_headers=WRITTEN,
+        operation_class=ReceiveOperation,
+        responses={
+            200: ResponseSpec(
+                Message, description="A duplicate of a message sent less than 2 s earlier: that one"
+            ),
+            **refusals(
+                MALFORMED
+                | {
+                    408: "The body did not arrive within SMSQ_BODY_TIMEOUT seconds",
+                    413: "The body is too large",
+                    415: "The Content-Type is not JSON",
+                    422: "A field is missing, extra or invalid (each is named), or the"
+                    " Idempotency-Key was used with another body",
+                    429: "The sender has stored 5 messages in the last 60 seconds",
+                }
+                | UNAVAILABLE
+            ),
+        },
+        response_headers=[*_SENT, *WRITTEN],
     )
     async def receive(
         self,
-        data: JSONBody[SendSms],
+        # Unknown fields are refused (422): the document says so.
+        data: Annotated[
+            SendSms,
+            Body(
+                media_type=RequestEncodingType.JSON, schema_extra={"additional_properties": False}
+            ),
+        ],
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
         idempotency_key: IdempotencyKeyHeader = None,
@@ -226,16 +320,28 @@ class MessagesController(Controller):
         summary="Messages, newest first",
         opt={"scope": "read"},
         before_request=refuse_unknown_query,
-        responses=INVALID_QUERY,
+        responses=refusals(
+            MALFORMED
+            | {
+                422: "A query parameter is invalid, given twice, or not one this operation"
+                " takes; or the Consistency-Token is not one this service gave"
+            }
+            | CONSISTENCY
+        ),
     )
     async def list_all(
         self,
         services: NamedDependency[Services],
-        from_: Annotated[str | None, QueryParameter(name="from", description="E.164")] = None,
-        to: Annotated[str | None, QueryParameter(name="to", description="E.164")] = None,
-        status: FromQuery[Status | None] = None,
+        from_: Annotated[
+            str | None,
+            QueryParameter(name="from", description=_PHONE_MEANS, schema_extra=_PHONE_FILTER),
+        ] = None,
+        to: Annotated[
+            str | None, QueryParameter(description=_PHONE_MEANS, schema_extra=_PHONE_FILTER)
+        ] = None,
+        status: StatusFilter = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
-        offset: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=BIGINT, schema_extra=EXACT_BIGINT)] = 0,
         consistency_token: ConsistencyToken = None,
     ) -> MessagePage:
         await await_model(services, consistency_token, MESSAGES)
@@ -263,7 +369,16 @@ class MessagesController(Controller):
             next=f"/messages?{following}" if more else None,
         )
 
-    @get("/{message_id:uuid}", summary="One message", opt={"scope": "read"})
+    @get(
+        "/{message_id:uuid}",
+        summary="One message",
+        opt={"scope": "read"},
+        responses=refusals(
+            MALFORMED
+            | {404: "No message has this id", 422: "The Consistency-Token is malformed"}
+            | UNAVAILABLE
+        ),
+    )
     async def get_one(
         self,
         message_id: FromPath[UUID],

@@ -15,12 +15,14 @@ Two kinds of numbers, from two places:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -30,6 +32,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from api.http.openapi import Documented
+from api.http.problems import UNAVAILABLE, refusals
 from api.http.services import Services
 from projections.counters import BUCKETS, Counters, read_counters
 from projections.lag import LogHealth, read_health
@@ -97,18 +101,39 @@ class MetricsSummary(msgspec.Struct):
     avg_processing_ms: float
 
 
+# Litestar adds the charset to a text/* type itself; given twice, a strict client
+# (or proxy) may refuse the answer.
+EXPOSITION = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
+
+@dataclass
+class MetricsOperation(Documented):
+    """One 200, in two forms: the text by default, the summary for Accept: application/json."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {})["200"]
+        assert isinstance(ok, OpenAPIResponse)
+        text = OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING, description="Prometheus text exposition")
+        )
+        ok.content = {"text/plain": text, **(ok.content or {})}
+
+
 @get(
     "/metrics",
     opt={"scope": "metrics"},
     summary="Service metrics (Prometheus text, or JSON with Accept: application/json)",
     tags=["operations"],
-    media_type=CONTENT_TYPE_LATEST,
+    media_type=EXPOSITION,
+    operation_class=MetricsOperation,
     responses={
         200: ResponseSpec(
             MetricsSummary,
             description="Prometheus text exposition; with Accept: application/json, a summary",
             generate_examples=False,
-        )
+        ),
+        **refusals(UNAVAILABLE),
     },
 )
 async def metrics(
@@ -127,7 +152,7 @@ async def metrics(
     stored = CollectorRegistry()
     stored.register(_Snapshot(counters, health))
     body = generate_latest(stored) + services.metrics.exposition()
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body, media_type=EXPOSITION)
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:

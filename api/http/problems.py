@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from functools import lru_cache
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 from litestar import Request, Response
@@ -88,40 +89,83 @@ def invalid(errors: list[FieldError], *, unnamed: int = 0) -> Response[Problem]:
     return problem(422, f"invalid request: {fields}{more}", slug="validation", errors=errors)
 
 
-INVALID_QUERY = {
-    422: ResponseSpec(
-        Problem,
-        description="A query parameter is invalid, or not one this operation takes",
-        media_type=PROBLEM_JSON,
-        generate_examples=False,
-    )
-}
+def refusals(reasons: dict[int, str]) -> dict[int, ResponseSpec]:
+    """The error answers an operation can give, each a problem, for its `responses`."""
+    return {
+        status: ResponseSpec(
+            Problem, description=reason, media_type=PROBLEM_JSON, generate_examples=False
+        )
+        for status, reason in reasons.items()
+    }
+
+
+# The largest integer PostgreSQL holds. Litestar writes a bound as a float, which
+# rounds this one up to 2**63: the document states it exactly instead.
+BIGINT = 2**63 - 1
+EXACT_BIGINT = {"maximum": BIGINT}
+
+# Answers any operation that reads the database can give.
+UNAVAILABLE = {503: "The database is unavailable; `Retry-After` says when to try again"}
+# Answers any operation with parameters can give (Litestar's own, made a problem).
+MALFORMED = {400: "The request is malformed"}
+
+
+class _Query(msgspec.Struct, frozen=True):
+    names: frozenset[str]
+    choices: dict[str, frozenset[str]]
+    """For a parameter that takes one of a set of values (an enum), those values."""
 
 
 @lru_cache(maxsize=64)
-def declared_query(handler: BaseRouteHandler) -> frozenset[str]:
+def declared_query(handler: BaseRouteHandler) -> _Query:
     """The query parameters a handler declares with `QueryParameter` (or
     `FromQuery`), read from its signature once per handler, not per request."""
-    return frozenset(
-        field.kwarg_definition.name or name
-        for name, field in handler.parsed_fn_signature.parameters.items()
-        if isinstance(field.kwarg_definition, QueryParameter)
-    )
+    names, choices = set(), {}
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        if not isinstance(field.kwarg_definition, QueryParameter):
+            continue
+        name = field.kwarg_definition.name or name
+        names.add(name)
+        enum = next(
+            (t for t in (field.annotation, *get_args(field.annotation)) if _is_enum(t)), None
+        )
+        if enum is not None:
+            choices[name] = frozenset(str(member.value) for member in enum)
+    return _Query(frozenset(names), choices)
+
+
+def _is_enum(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Enum)
 
 
 async def refuse_unknown_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
-    """422 for a query parameter the route does not take (a `before_request` hook).
+    """422 for a query parameter the route does not take, one given more than once,
+    or a value outside a parameter's choices (a `before_request` hook).
 
     Ignored, a misspelt filter (`?stauts=stored`) would answer 200 with every
-    item, as if the client had asked for no filter at all.
+    item, as if the client had asked for no filter at all; of a repeated one
+    only the last would count; and the decoder reads the word `null` as "no
+    filter" for a parameter that may be left out (leaving it out says that).
     """
-    known = declared_query(request.route_handler)
-    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
-    if not unknown:
-        return None
-    message = f"is not a query parameter here; known: {', '.join(sorted(known))}"
-    errors = [FieldError(_shown(name), message) for name in unknown[:MAX_NAMED]]
-    return invalid(errors, unnamed=len(unknown) - len(errors))
+    query = declared_query(request.route_handler)
+    errors: list[FieldError] = []
+    more = 0
+    params = request.query_params
+    for name in dict.fromkeys(params):
+        values = params.getall(name)
+        if name not in query.names:
+            message = f"is not a query parameter here; known: {', '.join(sorted(query.names))}"
+        elif len(values) > 1:
+            message = f"is given {len(values)} times; give it once"
+        elif name in query.choices and values[0] not in query.choices[name]:
+            message = f"must be one of {', '.join(sorted(query.choices[name]))}"
+        else:
+            continue
+        if len(errors) < MAX_NAMED:
+            errors.append(FieldError(_shown(name), message))
+        else:
+            more += 1
+    return invalid(errors, unnamed=more) if errors else None
 
 
 def _shown(name: str, limit: int = 100) -> str:
@@ -145,12 +189,18 @@ def shape_errors(body: bytes, shape: type[msgspec.Struct]) -> list[FieldError]:
             errors.append(FieldError(field.encode_name, "is required"))
             continue
         try:
-            msgspec.convert(value[field.encode_name], field.type)
+            # The type alone: the constraints a shape declares for its document are
+            # the domain's to check, with the domain's words.
+            msgspec.convert(value[field.encode_name], _bare(field.type))
         except msgspec.ValidationError as error:
             errors.append(FieldError(field.encode_name, str(error).split(" - at ")[0]))
     known = {f.encode_name for f in fields}
     errors += [FieldError(str(k), "is not an allowed field") for k in value if k not in known]
     return errors
+
+
+def _bare(annotation: Any) -> Any:
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
 
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
