@@ -32,8 +32,7 @@ from psycopg import sql
 
 from bench.harness import arguments, header, postgres, stop_on_sigterm, table, verdict
 from domain.events import stream_of
-from projections.messages import _COLUMNS as COLUMNS
-from projections.messages import _GET as GET
+from projections.messages import COLUMNS, GET_MESSAGE
 from tests.support.images import png
 from tests.support.phones import random_phone
 from tests.support.servers import SMSQ, serving
@@ -152,7 +151,7 @@ async def statement_costs(url: str, ids: list[str], n: int) -> list[list[Any]]:
     on one connection (both prepared, as the server runs them), in milliseconds."""
     rng = random.Random(2)
     spent: dict[str, list[float]] = {"row alone (before)": [], "row + stream's place (now)": []}
-    statements = {"row alone (before)": _ROW_ALONE, "row + stream's place (now)": GET}
+    statements = {"row alone (before)": _ROW_ALONE, "row + stream's place (now)": GET_MESSAGE}
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         for i in range(n + n // 5):
             message_id = UUID(rng.choice(ids))

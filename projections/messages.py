@@ -124,7 +124,7 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     segments: int | None
 
 
-_COLUMNS = sql.SQL(
+COLUMNS = sql.SQL(
     'm.id, m."from", m."to", m.message, m.status::text, m.received_at, m.media_count,'
     " m.processed_at, m.encoding, m.segments"
 )
@@ -164,18 +164,18 @@ class MessageView(msgspec.Struct, frozen=True, kw_only=True):
 # message that a reader could know of. Row, place and (when the row is behind)
 # the stream come from one snapshot, so an answer is never older than the
 # stream an earlier answer came from. No row back: no such message.
-_GET = sql.SQL(
+GET_MESSAGE = sql.SQL(
     "WITH {stream_cte}"
     " SELECT last.tx_id::text, last.position, m.id IS NOT NULL,"
     " (m.folded_tx_id, m.folded_position) >= (last.tx_id, last.position), {columns},"
     " CASE WHEN m.id IS NULL OR (m.folded_tx_id, m.folded_position) < (last.tx_id, last.position)"
     " THEN {stream_json} END"
     " FROM last LEFT JOIN sms_messages AS m ON m.id = %(id)s"
-).format(stream_cte=sql.SQL(STREAM_CTE), columns=_COLUMNS, stream_json=sql.SQL(STREAM_JSON))
+).format(stream_cte=sql.SQL(STREAM_CTE), columns=COLUMNS, stream_json=sql.SQL(STREAM_JSON))
 
 
 async def get_message(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> MessageView | None:
-    cur = await conn.execute(_GET, {"stream": stream_of(message_id), "id": message_id})
+    cur = await conn.execute(GET_MESSAGE, {"stream": stream_of(message_id), "id": message_id})
     found = await cur.fetchone()
     if found is None:
         return None
@@ -214,7 +214,7 @@ def list_statement(
         " SELECT id, received_at FROM sms_messages{where}"
         " ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s"
         ") AS page USING (id) ORDER BY page.received_at DESC, m.id DESC"
-    ).format(columns=_COLUMNS, where=where)
+    ).format(columns=COLUMNS, where=where)
     return statement, (*params, limit, offset)
 
 
