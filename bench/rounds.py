@@ -18,6 +18,7 @@ Goal: the last round's rate within 10 % of the first's.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -138,13 +139,18 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             load = os.getloadavg()[0]
             before = stats(url)
             app, db = tree_cpu_seconds(pid), tree_cpu_seconds(database) if database else None
-            run = wrk(
-                base,
-                "post_messages.lua",
-                [str(senders), str(offset)],
-                seconds=args.seconds,
-                connections=CONNECTIONS,
-            )
+            try:
+                run = wrk(
+                    base,
+                    "post_messages.lua",
+                    [str(senders), str(offset)],
+                    seconds=args.seconds,
+                    connections=CONNECTIONS,
+                )
+            except subprocess.CalledProcessError as error:
+                # The server's log goes with the temporary directory: show its end.
+                tail = (logs / "smsq.log").read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"wrk failed: {error.stdout}\n{error.stderr}\n{tail}") from error
             offset += run.requests + SKIP
             drain = drained(url)
             # The whole cost of the round's messages, folding included: how much
