@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("ingest", "lifecycle", "query", "replay", "peer")
+BENCHMARKS = ("ingest", "rounds", "lifecycle", "query", "replay", "peer")
 
 
 def main() -> None:

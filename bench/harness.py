@@ -194,10 +194,11 @@ def postmaster(url: str) -> int | None:
     """The PostgreSQL server's main process, when it runs on this machine."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        parent = psutil.Process(int(row[0]) if row else -1).parent()
-    except psutil.Error:
-        return None
+        # Asked while the connection is open: its backend exits when it closes.
+        try:
+            parent = psutil.Process(int(row[0]) if row else -1).parent()
+        except psutil.Error:
+            return None
     return parent.pid if parent is not None and "postgres" in parent.name() else None
 
 

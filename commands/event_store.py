@@ -104,8 +104,12 @@ FROM jsonb_to_recordset(%s::jsonb)
      AS e(stream_id text, expected int, version int, event_id uuid, type text,
           schema_version int2, data jsonb, metadata jsonb)
 -- A stream behind the expected version would otherwise get a gap in its versions.
+-- OFFSET 0 keeps the check a probe of the stream's index for each row: without
+-- it the planner may instead hash the whole log once per statement, a plan it
+-- picks while the log is small and keeps in the prepared statement as it grows.
 WHERE e.expected = 0
-   OR EXISTS (SELECT 1 FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.expected)
+   OR EXISTS (SELECT FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.expected
+              OFFSET 0)
 RETURNING event_id, tx_id::text, position
 """
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from domain.sender import RATE_WINDOW
@@ -23,14 +24,38 @@ KEY_RETENTION = timedelta(days=1)
 log = logging.getLogger(__name__)
 
 
+# A bounded batch, oldest first, found through the age column's index and
+# deleted by row address: no one statement holds its locks or its snapshot for
+# long. The cut-off is from now(), not clock_timestamp(): a stable function,
+# which the planner reads when it plans, so it knows how few rows are past it
+# (each statement is its own transaction here, so the two are the same time).
+# Run twice a minute, it is never prepared: a generic plan could not know the
+# cut-off, and one made while the table was small would be kept as it grows.
+_PRUNE = """
+DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {table} WHERE {column} < now() - %s
+    ORDER BY {column} LIMIT %s
+))
+"""
+BATCH = 5000
+
+
+async def _prune(
+    conn: psycopg.AsyncConnection[Any], table: str, column: str, older_than: timedelta
+) -> int:
+    statement = sql.SQL(_PRUNE).format(table=sql.Identifier(table), column=sql.Identifier(column))
+    total = 0
+    while True:
+        cur = await conn.execute(statement, (older_than, BATCH), prepare=False)
+        total += cur.rowcount
+        if cur.rowcount < BATCH:
+            return total
+
+
 async def prune(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
-    windows = await conn.execute(
-        "DELETE FROM sender_window WHERE received_at < clock_timestamp() - %s", (RATE_WINDOW * 2,)
-    )
-    keys = await conn.execute(
-        "DELETE FROM idempotency_keys WHERE created_at < clock_timestamp() - %s", (KEY_RETENTION,)
-    )
-    return windows.rowcount, keys.rowcount
+    windows = await _prune(conn, "sender_window", "received_at", RATE_WINDOW * 2)
+    keys = await _prune(conn, "idempotency_keys", "created_at", KEY_RETENTION)
+    return windows, keys
 
 
 async def keep_pruning(

@@ -74,18 +74,35 @@ Outcome = NewMessage | Duplicate | OverRateLimit | Replay | KeyReuse
 # A separate statement from the lock: in READ COMMITTED each statement takes its
 # snapshot when it starts, so this one sees every commit made before the lock
 # was granted. The clock is read here too, after the lock, and only once.
+# Each sender is its own probe of the primary key: OFFSET 0 keeps the inner
+# query from being merged into a join, which the planner, on a window table it
+# has no statistics for yet (or once saw nearly empty), could make a scan of
+# the whole table, kept in the prepared statement's plan as the table grows.
+# The age test is written on the row's side so that it only filters the
+# sender's few rows: as `received_at > now - window` it could instead lead a
+# scan of the index pruning uses, through every sender's last minute.
 _WINDOW = """
 WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
 SELECT clock.now, w.sender, w.message_id, w.recipient, w.text, w.received_at
-FROM clock LEFT JOIN sender_window AS w
-  ON w.sender = ANY(%s) AND w.received_at > clock.now - %s
+FROM clock LEFT JOIN LATERAL (
+    SELECT w.* FROM unnest(%s::text[]) AS s (sender)
+    CROSS JOIN LATERAL (
+        SELECT * FROM sender_window AS w
+        WHERE w.sender = s.sender AND w.received_at + %s > clock.now
+        OFFSET 0
+    ) AS w
+) AS w ON true
 ORDER BY w.received_at
 """
 
+# One probe of the primary key per key, for the same reason as the window's.
 _KEYS = """
-SELECT actor, key, request_hash, outcome, message_id, quota_limit, quota_remaining, quota_reset
-FROM idempotency_keys
-WHERE (actor, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+SELECT k.actor, k.key, k.request_hash, k.outcome, k.message_id,
+       k.quota_limit, k.quota_remaining, k.quota_reset
+FROM unnest(%s::text[], %s::text[]) AS u (actor, key)
+CROSS JOIN LATERAL (
+    SELECT * FROM idempotency_keys AS k WHERE k.actor = u.actor AND k.key = u.key OFFSET 0
+) AS k
 """
 
 # The accepted events themselves, as one JSON document (see event_store._INSERT).

@@ -200,7 +200,9 @@ def list_statement(
     the planner picks the matching index, which already holds the sort order.
 
     The page's ids are found first (skipping `offset` index entries costs
-    little), then only those rows are fetched.
+    little), then only those rows are fetched, each by its primary key: OFFSET
+    0 keeps that a probe per row, where a generic plan, which cannot know how
+    small the page is, would otherwise hash the whole table to join it.
     """
     conditions: list[sql.Composable] = []
     params: list[Any] = []
@@ -210,10 +212,12 @@ def list_statement(
             params.append(value)
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
     statement = sql.SQL(
-        "SELECT {columns} FROM sms_messages AS m JOIN ("
+        "SELECT {columns} FROM ("
         " SELECT id, received_at FROM sms_messages{where}"
         " ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s"
-        ") AS page USING (id) ORDER BY page.received_at DESC, m.id DESC"
+        ") AS page CROSS JOIN LATERAL ("
+        " SELECT * FROM sms_messages WHERE id = page.id OFFSET 0"
+        ") AS m ORDER BY page.received_at DESC, page.id DESC"
     ).format(columns=COLUMNS, where=where)
     return statement, (*params, limit, offset)
 

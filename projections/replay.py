@@ -109,6 +109,7 @@ async def _create_shadow(conn: psycopg.AsyncConnection[Any], table: str, shadow:
         )
     )
     await _grant_like(conn, table, shadow)
+    await _settings_like(conn, table, shadow)
     # The primary key is needed while folding (upserts find rows by it); the
     # other indexes are built once the bulk of the rows is in.
     for index in await _indexes(conn, table):
@@ -132,6 +133,21 @@ async def _grant_like(conn: psycopg.AsyncConnection[Any], table: str, shadow: st
                 sql.Identifier(shadow),
                 sql.SQL("PUBLIC") if grantee is None else sql.SQL(grantee),
             )
+        )
+
+
+async def _settings_like(conn: psycopg.AsyncConnection[Any], table: str, shadow: str) -> None:
+    """Give the shadow the live table's storage settings (how often autovacuum
+    analyses it, among them): LIKE copies none, and the swap would drop them."""
+    cur = await conn.execute(
+        "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = %s::regclass", (table,)
+    )
+    row = await cur.fetchone()
+    if row and row[0]:
+        # Each is "name=value" as the catalogue holds it, valid as written.
+        settings = sql.SQL(", ").join(sql.SQL(option) for option in row[0])
+        await conn.execute(
+            sql.SQL("ALTER TABLE {} SET ({})").format(sql.Identifier(shadow), settings)
         )
 
 

@@ -42,6 +42,12 @@ async def indexes(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
     return await cur.fetchall()
 
 
+async def settings(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    cur = await conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'sms_messages'::regclass")
+    row = await cur.fetchone()
+    return sorted(row[0] or []) if row else []
+
+
 async def test_replay_equals_the_incremental_model_row_by_row(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
@@ -49,6 +55,8 @@ async def test_replay_equals_the_incremental_model_row_by_row(
     # in an earlier batch, which the big replay chunks mostly do not.
     await catch_up(conn, MessagesProjector(), batch_size=37)
     incremental, built_indexes = await snapshot(conn), await indexes(conn)
+    built_settings = await settings(conn)
+    assert built_settings  # the migrations give the read model autovacuum settings
     assert len(incremental) == 6000
     assert {row[5] for row in incremental} == {"stored", "processed"}
     assert any(row[6] > 0 for row in incremental)  # media counted
@@ -60,6 +68,7 @@ async def test_replay_equals_the_incremental_model_row_by_row(
     )
     assert await snapshot(conn) == incremental
     assert await indexes(conn) == built_indexes
+    assert await settings(conn) == built_settings
     assert (await checkpoint_of(conn, "sms_messages")).position > 0
 
 
