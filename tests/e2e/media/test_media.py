@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -16,23 +16,19 @@ from api.runtime.settings import Settings
 from tests.support import images
 from tests.support.asgi import running
 from tests.support.media import (
+    MediaPlace,
     blob_rows,
     eventually,
+    key,
     link_rows,
     media_events,
     new_message,
     part,
-    stored_files,
     upload,
 )
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UNKNOWN = "0190b6a4-0000-7000-8000-000000000000"
-
-
-@pytest.fixture
-def store(settings: Settings) -> Path:
-    return settings.data_dir / "media"
 
 
 def sha(data: bytes) -> str:
@@ -54,7 +50,7 @@ ENCODED: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("kind", ENCODED)
 async def test_an_image_is_attached_listed_and_served(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path, kind: str
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace, kind: str
 ) -> None:
     make, content_type = ENCODED[kind]
     data = make()
@@ -89,12 +85,12 @@ async def test_an_image_is_attached_listed_and_served(
     assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert served.headers["x-content-type-options"] == "nosniff"
 
-    assert stored_files(store) == [store / digest[:2] / digest[2:4] / digest]
+    assert await media.names() == [key(digest)]
     assert (await media_events(pool, message_id), await blob_rows(pool, digest)) == (1, 1)
 
 
 async def test_the_same_bytes_again_attach_nothing_new(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     data = images.png(seed=1)
     message_id = await new_message(client)
@@ -104,11 +100,11 @@ async def test_the_same_bytes_again_attach_nothing_new(
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json() == first.json()  # the same item, first attach time included
     assert await media_events(pool, message_id) == 1
-    assert len(stored_files(store)) == 1
+    assert len(await media.names()) == 1
 
 
 async def test_the_same_bytes_on_another_message_are_linked_not_stored_again(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     data = images.jpeg(seed=2)
     one, two = await new_message(client), await new_message(client)
@@ -119,11 +115,11 @@ async def test_the_same_bytes_on_another_message_are_linked_not_stored_again(
     assert first.json()["items"][0]["sha256"] == second.json()["items"][0]["sha256"]
     assert (await media_events(pool, one), await media_events(pool, two)) == (1, 1)
     assert await blob_rows(pool, sha(data)) == 1
-    assert len(stored_files(store)) == 1
+    assert len(await media.names()) == 1
 
 
 async def test_several_files_keep_their_order_and_repeats_collapse(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     a, b, c = images.png(seed=3), images.gif(seed=4), images.webp(seed=5)
     message_id = await new_message(client)
@@ -136,7 +132,7 @@ async def test_several_files_keep_their_order_and_repeats_collapse(
     listed = (await client.get(f"/messages/{message_id}/media")).json()["items"]
     assert [i["sha256"] for i in listed] == [sha(b), sha(a), sha(c)]  # attach order
     assert await media_events(pool, message_id) == 3
-    assert len(stored_files(store)) == 3
+    assert len(await media.names()) == 3
 
 
 async def test_the_read_model_catches_up_with_the_same_answer(
@@ -192,21 +188,21 @@ async def test_a_malformed_hash_is_422(client: httpx.AsyncClient, name: str) -> 
 
 
 async def test_an_upload_to_an_unknown_message_is_404(
-    client: httpx.AsyncClient, store: Path
+    client: httpx.AsyncClient, media: MediaPlace
 ) -> None:
     response = await upload(client, UNKNOWN, part(images.png()))
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
-    assert stored_files(store) == []
+    assert await media.names() == []
 
 
 async def test_uploads_are_listed_and_served_while_no_projector_runs(
-    database_url: str, tmp_path: Path
+    settings: Settings,
 ) -> None:
     # Read-your-writes does not lean on the projector: the stream answers the
     # list, and the blob row written with the event answers the bytes.
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "d", run_projectors=False)
-    async with running(create_app(settings)) as app:
+    still = msgspec.structs.replace(settings, run_projectors=False)
+    async with running(create_app(still)) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
             message_id = await new_message(client)
