@@ -43,7 +43,7 @@ class ObjectStore:
         env = os.environ if environ is None else environ
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or ""
         self.url = url
-        self._store = S3Store.from_url(
+        self.client = S3Store.from_url(
             url,
             client_options={
                 # An endpoint given as http:// (a local MinIO, a test server) is
@@ -67,7 +67,7 @@ class ObjectStore:
                 # `If-None-Match: *`: the object is created only if no object has
                 # that name, so two uploads racing between the HEAD and the PUT
                 # still store it once; the loser is told it exists already.
-                await obstore.put_async(self._store, key, data, mode="create", use_multipart=False)
+                await obstore.put_async(self.client, key, data, mode="create", use_multipart=False)
             except AlreadyExistsError:
                 return
             except BaseError:
@@ -81,7 +81,7 @@ class ObjectStore:
 
     async def get(self, sha256: str) -> Blob | None:
         try:
-            result = await obstore.get_async(self._store, key_of(sha256))
+            result = await obstore.get_async(self.client, key_of(sha256))
         except FileNotFoundError:
             return None
         # The GET has been answered with its headers; the body is read from the
@@ -90,12 +90,12 @@ class ObjectStore:
 
     async def names(self) -> list[str]:
         """Every object under the prefix, relative to it, sorted."""
-        found = [m["path"] async for batch in obstore.list(self._store) for m in batch]
+        found = [m["path"] async for batch in obstore.list(self.client) for m in batch]
         return sorted(found)
 
     async def _exists(self, key: str) -> bool:
         try:
-            await obstore.head_async(self._store, key)
+            await obstore.head_async(self.client, key)
         except FileNotFoundError:
             return False
         return True

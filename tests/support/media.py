@@ -11,6 +11,7 @@ from uuid import UUID
 
 import httpx
 import msgspec
+import obstore
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -111,6 +112,13 @@ class MediaPlace:
             return await ObjectStore(self.url).names()
         root = self.data_dir / "media"
         return [p.relative_to(root).as_posix() for p in stored_files(root)]
+
+    async def remove(self, sha256: str) -> None:
+        """Take a hash's bytes out of the store behind the service's back."""
+        if self.url is not None:
+            await obstore.delete_async(ObjectStore(self.url).client, key(sha256))
+        else:
+            (self.data_dir / "media" / key(sha256)).unlink()
 
     def files_beside(self, root: Path) -> list[Path]:
         """Files under `root` that are no part of the store."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
+from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
 from api.http.app import create_app
 from api.runtime.settings import Settings
+from media.store import CHUNK
 from tests.support import images
 from tests.support.asgi import running
 from tests.support.media import (
@@ -213,3 +217,78 @@ async def test_uploads_are_listed_and_served_while_no_projector_runs(
             assert listed.json() == created.json()
             for item, expected in zip(listed.json()["items"], data, strict=True):
                 assert (await client.get(item["url"])).content == expected
+
+
+async def test_bytes_missing_from_the_store_are_a_404(
+    client: httpx.AsyncClient, media: MediaPlace
+) -> None:
+    message_id = await new_message(client)
+    item = (await upload(client, message_id, part(images.png(seed=9)))).json()["items"][0]
+    await media.remove(item["sha256"])
+    response = await client.get(item["url"])
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "missing from the store" in response.json()["detail"]
+
+
+async def test_a_large_image_is_sent_in_pieces_as_the_store_yields_them(
+    app: Litestar, client: httpx.AsyncClient
+) -> None:
+    data = images.png(seed=10, size=(600, 600))  # noise: about 1 MiB
+    message_id = await new_message(client)
+    item = (await upload(client, message_id, part(data))).json()["items"][0]
+
+    # The app called as the HTTP server calls it, to see each message it sends
+    # (httpx's ASGI transport would join the body before handing it over).
+    sent = await asgi_get(app, item["url"])
+
+    start, *body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == 200
+    assert headers[b"content-length"] == str(len(data)).encode()
+    assert headers[b"content-type"] == b"image/png"
+    assert headers[b"etag"] == f'"{item["sha256"]}"'.encode()
+    pieces = [m["body"] for m in body if m["body"]]
+    assert b"".join(pieces) == data
+    # Never the whole image at once: pieces of at least CHUNK bytes, as the
+    # file is read or as the connection to the bucket delivers them.
+    assert len(pieces) >= 4, [len(p) for p in pieces]
+    assert min(len(p) for p in pieces[:-1]) >= CHUNK
+
+
+async def asgi_get(app: Litestar, path: str) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"smsq.test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("smsq.test", 80),
+    }
+
+    requested, done = False, asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        # The request, then, once the response is complete, the disconnect a
+        # server reports then (Litestar's Stream waits for it).
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
