@@ -1,8 +1,8 @@
 """The content-addressed file store: bytes kept under their sha256, written once.
 
 `MediaStore` is what the service needs of a store; `LocalStore` keeps the
-files in a directory (`ab/cd/<sha256>`), and an object store can take its
-place behind the same two methods.
+files in a directory (`ab/cd/<sha256>`), and `media.objects.ObjectStore` keeps
+them in an S3 bucket under the same names, behind the same two methods.
 """
 
 from __future__ import annotations
@@ -11,12 +11,26 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import anyio.to_thread
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# What a GET holds in memory per response: a 5 MiB image is sent in 80 pieces.
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes on their way out of a store: their size first, then the bytes
+    themselves, read as the consumer asks for them."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
 
 
 class MediaStore(Protocol):
@@ -24,8 +38,20 @@ class MediaStore(Protocol):
         """Keep `data` under `sha256`, durably, before returning. Content already
         kept under that hash is left as it is."""
 
-    async def get(self, sha256: str) -> bytes | None:
-        """The bytes kept under `sha256`, or None."""
+    async def get(self, sha256: str) -> Blob | None:
+        """The bytes kept under `sha256`, as a stream, or None."""
+
+
+def key_of(sha256: str) -> str:
+    """Where a hash's bytes live, relative to a store's root: `ab/cd/<sha256>`."""
+    if not SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 in hex: {sha256[:80]!r}")
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+async def read_all(blob: Blob) -> bytes:
+    """Every byte of `blob`, for callers that want them at once (tests, tools)."""
+    return b"".join([chunk async for chunk in blob.chunks])
 
 
 class LocalStore:
@@ -37,15 +63,23 @@ class LocalStore:
         self.root = root
 
     def path_of(self, sha256: str) -> Path:
-        if not SHA256.fullmatch(sha256):
-            raise ValueError(f"not a sha256 in hex: {sha256[:80]!r}")
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        return self.root / key_of(sha256)
 
     async def put(self, sha256: str, data: bytes) -> None:
         await anyio.to_thread.run_sync(self._put, self.path_of(sha256), data)
 
-    async def get(self, sha256: str) -> bytes | None:
-        return await anyio.to_thread.run_sync(self._get, self.path_of(sha256))
+    async def get(self, sha256: str) -> Blob | None:
+        path = self.path_of(sha256)
+        try:
+            file = await anyio.to_thread.run_sync(path.open, "rb")
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(file.fileno()).st_size
+        except BaseException:
+            file.close()
+            raise
+        return Blob(size, _chunks_of(file))
 
     def _put(self, path: Path, data: bytes) -> None:
         if not path.exists():
@@ -66,11 +100,16 @@ class LocalStore:
         # concurrent upload that has not yet made its name durable.
         _fsync_dir(path.parent)
 
-    def _get(self, path: Path) -> bytes | None:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
+
+async def _chunks_of(file: BinaryIO) -> AsyncIterator[bytes]:
+    # Reads run in worker threads, so a slow disk never stalls the event loop;
+    # the file is closed however the stream ends (read to its end, or the
+    # client gone mid-way).
+    try:
+        while chunk := await anyio.to_thread.run_sync(file.read, CHUNK):
+            yield chunk
+    finally:
+        file.close()
 
 
 def _make_dirs(directory: Path) -> None:

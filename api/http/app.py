@@ -35,7 +35,7 @@ from api.runtime.settings import Settings, is_loopback, load_settings
 from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
 from commands.receive_sms import receive_batch
-from media.store import LocalStore
+from media.objects import open_store
 from projections.feed import LogFeed
 from projections.listener import Listener, listening
 from projections.progress import Progress
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 receive=receive,
                 access=access,
                 metrics=counted,
-                store=LocalStore(settings.data_dir / "media"),
+                store=open_store(settings.media_url, settings.data_dir),
                 decoders=CapacityLimiter(DECODERS),
                 progress=progress,
                 feed=feed,

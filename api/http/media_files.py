@@ -19,6 +19,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 from litestar.params import FromPath, HeaderParameter, Parameter
+from litestar.response import Stream
 
 from api.http.openapi import Documented
 from api.http.problems import MALFORMED, UNAVAILABLE, refusals
@@ -89,7 +90,7 @@ async def media_file(
     if_none_match: Annotated[
         str | None, HeaderParameter(name="If-None-Match", required=False)
     ] = None,
-) -> Response[bytes]:
+) -> Response[bytes] | Stream:
     async with services.pool.connection() as conn:
         blob = await get_blob(conn, sha256)
     if blob is None:
@@ -98,15 +99,20 @@ async def media_file(
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if if_none_match is not None and _matches(if_none_match, etag):
         return Response(b"", status_code=304, headers=headers)
-    data = await services.store.get(sha256)
-    if data is None:
+    stored = await services.store.get(sha256)
+    if stored is None:
         log.error("media %s is recorded but its file is missing from the store", sha256)
         raise NotFoundException(f"the bytes of media {sha256} are missing from the store")
-    return Response(
-        data,
-        media_type=blob.content_type,
+    # Streamed as the store yields it: a response holds one chunk in memory,
+    # not the whole image.
+    return Stream(
+        stored.chunks,
         headers=headers
         | {
+            # A header, not `media_type=`: Litestar lets the route's declared
+            # type (octet-stream, for the schema) win over a Stream's own.
+            "Content-Type": blob.content_type,
+            "Content-Length": str(stored.size),
             "X-Content-Type-Options": "nosniff",
             # Should anything ever render it as a document, it can run nothing.
             "Content-Security-Policy": "default-src 'none'; sandbox",

@@ -17,6 +17,9 @@ PREFIX = "SMSQ_"
 
 Positive = Meta(ge=1)
 
+# A bucket's name as S3 allows it, then an optional prefix.
+MediaUrl = Annotated[str, Meta(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")]
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: Annotated[
@@ -26,6 +29,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Annotated[
         Path, Meta(description="where the embedded database and the media files live")
     ] = Path(platformdirs.user_data_dir("smsq"))
+    media_url: Annotated[
+        MediaUrl | None,
+        Meta(
+            description="where image bytes live: s3://bucket/prefix (with the AWS_* variables);"
+            " unset: SMSQ_DATA_DIR/media",
+        ),
+    ] = None
     host: Annotated[str, Meta(description="address `smsq serve` listens on")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535, description="port `smsq serve` listens on")] = 8000
     workers: Annotated[int, Positive, Meta(description="HTTP worker processes")] = 1

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,9 +19,9 @@ import httpx
 SMSQ = str(Path(sys.executable).parent / "smsq")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -59,17 +60,37 @@ def crash(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+@contextmanager
+def server(
+    env: Mapping[str, str],
+    log: Path,
+    timeout: float = 60,
+    program: str = SMSQ,
+    host: str = "127.0.0.1",
+) -> Iterator[Server]:
+    """Run `smsq serve` on `host` (this checkout's, unless `program` names another)
+    until it answers /readyz; yield its base URL and its process."""
+    port = free_port(host)
+    env = {**env, "SMSQ_PORT": str(port)} | ({"SMSQ_HOST": host} if host != "127.0.0.1" else {})
+    with smsq_process(["serve"], env, log, program) as proc:
+        url = f"http://{host}:{port}"
+        wait_ready(url, proc, log, timeout)
+        yield Server(url, proc)
+
+
 @contextmanager
 def serving(
     env: Mapping[str, str], log: Path, timeout: float = 60, program: str = SMSQ
 ) -> Iterator[str]:
-    """Run `smsq serve` (this checkout's, unless `program` names another) until it
-    answers /readyz; yield its base URL."""
-    port = free_port()
-    with smsq_process(["serve"], {**env, "SMSQ_PORT": str(port)}, log, program) as proc:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, proc, log, timeout)
-        yield url
+    """Run `smsq serve` until it answers /readyz; yield its base URL."""
+    with server(env, log, timeout, program) as served:
+        yield served.url
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

@@ -38,11 +38,21 @@ def test_values_are_read_from_smsq_variables_and_converted() -> None:
         ({"SMSQ_WORKERS": "0"}, "SMSQ_WORKERS: Expected `int` >= 1"),
         ({"SMSQ_LOG_LEVEL": "loud"}, "SMSQ_LOG_LEVEL"),
         ({"SMSQ_MAX_MEDIA_BYTES": "0"}, "SMSQ_MAX_MEDIA_BYTES: Expected `int` >= 1"),
+        ({"SMSQ_MEDIA_URL": "/srv/media"}, "SMSQ_MEDIA_URL: Expected `str` matching"),
+        ({"SMSQ_MEDIA_URL": "s3://"}, "SMSQ_MEDIA_URL: Expected `str` matching"),
+        ({"SMSQ_MEDIA_URL": "s3://Bad_Bucket/x"}, "SMSQ_MEDIA_URL: Expected `str` matching"),
+        ({"SMSQ_MEDIA_URL": "gs://bucket/x"}, "SMSQ_MEDIA_URL: Expected `str` matching"),
     ],
 )
 def test_a_bad_value_names_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("`", ".")):
         load_settings(env)
+
+
+@pytest.mark.parametrize("url", ["s3://smsq-media", "s3://smsq-media/prod/images", "s3://a.b-c"])
+def test_media_may_live_in_a_bucket(url: str) -> None:
+    assert load_settings({"SMSQ_MEDIA_URL": url}).media_url == url
+    assert load_settings({}).media_url is None  # the directory under SMSQ_DATA_DIR
 
 
 def test_help_lists_every_setting_with_its_default() -> None:

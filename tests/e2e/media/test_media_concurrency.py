@@ -1,8 +1,8 @@
 """The same bytes uploaded at once: one file, one blob row, one event per message.
 
 First inside one process (uploads in flight together on one event loop, each
-on its own database connection and file-writing thread), then spread over
-two `smsq serve` processes sharing the database and the media directory.
+on its own database connection and file-writing thread or S3 request), then
+spread over two `smsq serve` processes sharing the database and the store.
 """
 
 from __future__ import annotations
@@ -11,22 +11,22 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.runtime.settings import Settings
 from tests.support import images
 from tests.support.media import (
+    MediaPlace,
     blob_rows,
     eventually,
+    key,
     link_rows,
     media_events,
+    media_place,
     new_message,
     part,
-    stored_files,
     upload,
 )
 from tests.support.servers import serving
@@ -65,48 +65,47 @@ async def ten_to_ten(clients: list[httpx.AsyncClient], pool: AsyncConnectionPool
 Race = Callable[[list[httpx.AsyncClient], AsyncConnectionPool], Awaitable[bytes]]
 
 
-def assert_one_file(root: Path, data: bytes) -> None:
+async def assert_one_file(media: MediaPlace, data: bytes) -> None:
     digest = hashlib.sha256(data).hexdigest()
-    files = stored_files(root)
-    assert [p for p in files if p.name == digest] == [root / digest[:2] / digest[2:4] / digest]
-    assert [p for p in files if p.name.startswith(".")] == []  # no temporary file left
+    names = await media.names()
+    assert [n for n in names if n.endswith(digest)] == [key(digest)]
+    assert [n for n in names if "/." in f"/{n}"] == []  # no temporary file left
 
 
 async def test_ten_uploads_of_one_image_to_one_message_at_once(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, settings: Settings
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
-    assert_one_file(settings.data_dir / "media", await ten_to_one([client], pool))
+    await assert_one_file(media, await ten_to_one([client], pool))
 
 
 async def test_ten_uploads_of_one_image_to_ten_messages_at_once(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, settings: Settings
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
-    assert_one_file(settings.data_dir / "media", await ten_to_ten([client], pool))
+    await assert_one_file(media, await ten_to_ten([client], pool))
 
 
 @pytest.fixture(scope="module")
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("shared")
+def shared(
+    store_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> MediaPlace:
+    return media_place(store_kind, tmp_path_factory.mktemp("shared") / "data", request)
 
 
 @pytest.fixture(scope="module")
-def two_servers(database_url: str, shared_data: Path) -> Iterator[list[str]]:
-    env = {
-        "SMSQ_DATABASE_URL": database_url,
-        "SMSQ_DATA_DIR": str(shared_data / "data"),
-        "SMSQ_LOG_LEVEL": "WARNING",
-    }
-    with serving(env, shared_data / "a.log") as a, serving(env, shared_data / "b.log") as b:
+def two_servers(database_url: str, shared: MediaPlace) -> Iterator[list[str]]:
+    env = {"SMSQ_DATABASE_URL": database_url, "SMSQ_LOG_LEVEL": "WARNING", **shared.env()}
+    logs = shared.data_dir.parent
+    with serving(env, logs / "a.log") as a, serving(env, logs / "b.log") as b:
         yield [a, b]
 
 
 @pytest.mark.parametrize("race", [ten_to_one, ten_to_ten], ids=["one message", "ten messages"])
 async def test_the_same_races_over_two_processes(
-    two_servers: list[str], pool: AsyncConnectionPool, shared_data: Path, race: Race
+    two_servers: list[str], pool: AsyncConnectionPool, shared: MediaPlace, race: Race
 ) -> None:
     async with (
         httpx.AsyncClient(base_url=two_servers[0], timeout=30) as a,
         httpx.AsyncClient(base_url=two_servers[1], timeout=30) as b,
     ):
         data = await race([a, b], pool)
-    assert_one_file(shared_data / "data" / "media", data)
+    await assert_one_file(shared, data)

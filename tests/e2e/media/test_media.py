@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 import pytest
+from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
 from api.http.app import create_app
 from api.runtime.settings import Settings
+from media.store import CHUNK
 from tests.support import images
 from tests.support.asgi import running
 from tests.support.media import (
+    MediaPlace,
     blob_rows,
     eventually,
+    key,
     link_rows,
     media_events,
     new_message,
     part,
-    stored_files,
     upload,
 )
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UNKNOWN = "0190b6a4-0000-7000-8000-000000000000"
-
-
-@pytest.fixture
-def store(settings: Settings) -> Path:
-    return settings.data_dir / "media"
 
 
 def sha(data: bytes) -> str:
@@ -54,7 +54,7 @@ ENCODED: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("kind", ENCODED)
 async def test_an_image_is_attached_listed_and_served(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path, kind: str
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace, kind: str
 ) -> None:
     make, content_type = ENCODED[kind]
     data = make()
@@ -89,12 +89,12 @@ async def test_an_image_is_attached_listed_and_served(
     assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert served.headers["x-content-type-options"] == "nosniff"
 
-    assert stored_files(store) == [store / digest[:2] / digest[2:4] / digest]
+    assert await media.names() == [key(digest)]
     assert (await media_events(pool, message_id), await blob_rows(pool, digest)) == (1, 1)
 
 
 async def test_the_same_bytes_again_attach_nothing_new(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     data = images.png(seed=1)
     message_id = await new_message(client)
@@ -104,11 +104,11 @@ async def test_the_same_bytes_again_attach_nothing_new(
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json() == first.json()  # the same item, first attach time included
     assert await media_events(pool, message_id) == 1
-    assert len(stored_files(store)) == 1
+    assert len(await media.names()) == 1
 
 
 async def test_the_same_bytes_on_another_message_are_linked_not_stored_again(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     data = images.jpeg(seed=2)
     one, two = await new_message(client), await new_message(client)
@@ -119,11 +119,11 @@ async def test_the_same_bytes_on_another_message_are_linked_not_stored_again(
     assert first.json()["items"][0]["sha256"] == second.json()["items"][0]["sha256"]
     assert (await media_events(pool, one), await media_events(pool, two)) == (1, 1)
     assert await blob_rows(pool, sha(data)) == 1
-    assert len(stored_files(store)) == 1
+    assert len(await media.names()) == 1
 
 
 async def test_several_files_keep_their_order_and_repeats_collapse(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     a, b, c = images.png(seed=3), images.gif(seed=4), images.webp(seed=5)
     message_id = await new_message(client)
@@ -136,7 +136,7 @@ async def test_several_files_keep_their_order_and_repeats_collapse(
     listed = (await client.get(f"/messages/{message_id}/media")).json()["items"]
     assert [i["sha256"] for i in listed] == [sha(b), sha(a), sha(c)]  # attach order
     assert await media_events(pool, message_id) == 3
-    assert len(stored_files(store)) == 3
+    assert len(await media.names()) == 3
 
 
 async def test_the_read_model_catches_up_with_the_same_answer(
@@ -192,21 +192,21 @@ async def test_a_malformed_hash_is_422(client: httpx.AsyncClient, name: str) -> 
 
 
 async def test_an_upload_to_an_unknown_message_is_404(
-    client: httpx.AsyncClient, store: Path
+    client: httpx.AsyncClient, media: MediaPlace
 ) -> None:
     response = await upload(client, UNKNOWN, part(images.png()))
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
-    assert stored_files(store) == []
+    assert await media.names() == []
 
 
 async def test_uploads_are_listed_and_served_while_no_projector_runs(
-    database_url: str, tmp_path: Path
+    settings: Settings,
 ) -> None:
     # Read-your-writes does not lean on the projector: the stream answers the
     # list, and the blob row written with the event answers the bytes.
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "d", run_projectors=False)
-    async with running(create_app(settings)) as app:
+    still = msgspec.structs.replace(settings, run_projectors=False)
+    async with running(create_app(still)) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
             message_id = await new_message(client)
@@ -217,3 +217,78 @@ async def test_uploads_are_listed_and_served_while_no_projector_runs(
             assert listed.json() == created.json()
             for item, expected in zip(listed.json()["items"], data, strict=True):
                 assert (await client.get(item["url"])).content == expected
+
+
+async def test_bytes_missing_from_the_store_are_a_404(
+    client: httpx.AsyncClient, media: MediaPlace
+) -> None:
+    message_id = await new_message(client)
+    item = (await upload(client, message_id, part(images.png(seed=9)))).json()["items"][0]
+    await media.remove(item["sha256"])
+    response = await client.get(item["url"])
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "missing from the store" in response.json()["detail"]
+
+
+async def test_a_large_image_is_sent_in_pieces_as_the_store_yields_them(
+    app: Litestar, client: httpx.AsyncClient
+) -> None:
+    data = images.png(seed=10, size=(600, 600))  # noise: about 1 MiB
+    message_id = await new_message(client)
+    item = (await upload(client, message_id, part(data))).json()["items"][0]
+
+    # The app called as the HTTP server calls it, to see each message it sends
+    # (httpx's ASGI transport would join the body before handing it over).
+    sent = await asgi_get(app, item["url"])
+
+    start, *body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == 200
+    assert headers[b"content-length"] == str(len(data)).encode()
+    assert headers[b"content-type"] == b"image/png"
+    assert headers[b"etag"] == f'"{item["sha256"]}"'.encode()
+    pieces = [m["body"] for m in body if m["body"]]
+    assert b"".join(pieces) == data
+    # Never the whole image at once: pieces of at least CHUNK bytes, as the
+    # file is read or as the connection to the bucket delivers them.
+    assert len(pieces) >= 4, [len(p) for p in pieces]
+    assert min(len(p) for p in pieces[:-1]) >= CHUNK
+
+
+async def asgi_get(app: Litestar, path: str) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"smsq.test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("smsq.test", 80),
+    }
+
+    requested, done = False, asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        # The request, then, once the response is complete, the disconnect a
+        # server reports then (Litestar's Stream waits for it).
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent

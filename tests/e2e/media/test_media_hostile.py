@@ -1,6 +1,6 @@
 """Hostile uploads: each refused with the right status, and nothing left behind.
 
-"Nothing" is checked where it would be: the store's directory (temporary
+"Nothing" is checked where it would be: the store (a directory's temporary
 files included), `media_blobs`, `message_media` and the message's stream.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
@@ -21,13 +21,14 @@ from media.extent import trailing_bytes
 from tests.support import images
 from tests.support.asgi import running
 from tests.support.media import (
+    MediaPlace,
     Part,
     blob_rows,
+    key,
     link_rows,
     media_events,
     new_message,
     part,
-    stored_files,
     upload,
 )
 
@@ -73,15 +74,10 @@ HOSTILE: dict[str, tuple[Part, int]] = {
 }
 
 
-@pytest.fixture
-def store(settings: Settings) -> Path:
-    return settings.data_dir / "media"
-
-
 async def assert_nothing_left(
-    pool: AsyncConnectionPool, store: Path, message_id: str, *uploaded: bytes
+    pool: AsyncConnectionPool, media: MediaPlace, message_id: str, *uploaded: bytes
 ) -> None:
-    assert stored_files(store) == []
+    assert await media.names() == []
     for data in uploaded:
         assert await blob_rows(pool, hashlib.sha256(data).hexdigest()) == 0
     assert await media_events(pool, message_id) == 0
@@ -90,7 +86,7 @@ async def assert_nothing_left(
 
 @pytest.mark.parametrize("case", HOSTILE)
 async def test_a_hostile_file_is_refused_and_leaves_nothing(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path, case: str
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace, case: str
 ) -> None:
     (_, (filename, data, _)), status = HOSTILE[case]
     message_id = await new_message(client)
@@ -103,43 +99,44 @@ async def test_a_hostile_file_is_refused_and_leaves_nothing(
     assert problem["status"] == status
     assert f'file 1 ("{filename}")' in problem["detail"]  # the problem names the file
     assert (await client.get(f"/messages/{message_id}/media")).json() == {"items": []}
-    await assert_nothing_left(pool, store, message_id, data)
+    await assert_nothing_left(pool, media, message_id, data)
 
 
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 async def test_a_bomb_between_pillows_limits_is_refused_when_its_warning_is_an_error(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     # 100 MP: Pillow warns rather than fails; run as an error, the warning is caught too.
     message_id = await new_message(client)
     response = await upload(client, message_id, part(images.forged_png(10000, 10000)))
     assert response.status_code == 413
-    await assert_nothing_left(pool, store, message_id)
+    await assert_nothing_left(pool, media, message_id)
 
 
 async def test_one_bad_file_refuses_the_whole_request(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     good = images.png(seed=22)
     message_id = await new_message(client)
     response = await upload(client, message_id, part(good, "ok.png"), part(images.PDF, "b.pdf"))
     assert response.status_code == 415
     assert 'file 2 ("b.pdf")' in response.json()["detail"]
-    await assert_nothing_left(pool, store, message_id, good)
+    await assert_nothing_left(pool, media, message_id, good)
 
 
 async def test_a_name_with_dot_dots_is_only_a_label(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, settings: Settings
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, settings: Settings, media: MediaPlace
 ) -> None:
-    # The name never reaches the file system (files are named by their hash),
-    # and the bytes are judged alone: a real image is accepted where its hash says.
+    # The name never reaches the file system or the bucket (bytes are named by
+    # their hash), and the bytes are judged alone: a real image is accepted
+    # where its hash says.
     data = images.png(seed=23)
     message_id = await new_message(client)
     response = await upload(client, message_id, part(data, "../../../../escape.png"))
     assert response.status_code == 201
     digest = hashlib.sha256(data).hexdigest()
-    everything = sorted(p for p in settings.data_dir.parent.rglob("*") if p.is_file())
-    assert everything == [settings.data_dir / "media" / digest[:2] / digest[2:4] / digest]
+    assert await media.names() == [key(digest)]
+    assert media.files_beside(settings.data_dir.parent) == []
     assert await blob_rows(pool, digest) == 1
 
 
@@ -154,7 +151,7 @@ async def test_a_name_with_dot_dots_is_only_a_label(
     ],
 )
 async def test_a_body_that_is_not_a_form_is_refused(
-    client: httpx.AsyncClient, store: Path, body: bytes, content_type: str, status: int
+    client: httpx.AsyncClient, media: MediaPlace, body: bytes, content_type: str, status: int
 ) -> None:
     message_id = await new_message(client)
     response = await client.post(
@@ -162,11 +159,11 @@ async def test_a_body_that_is_not_a_form_is_refused(
     )
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert stored_files(store) == []
+    assert await media.names() == []
 
 
 async def test_a_form_without_a_file_part_is_422(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     message_id = await new_message(client)
     response = await client.post(
@@ -176,21 +173,21 @@ async def test_a_form_without_a_file_part_is_422(
     )
     assert response.status_code == 422
     assert "'file'" in response.json()["detail"]
-    await assert_nothing_left(pool, store, message_id)
+    await assert_nothing_left(pool, media, message_id)
 
 
 async def test_more_than_ten_files_is_413(
-    client: httpx.AsyncClient, pool: AsyncConnectionPool, store: Path
+    client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     message_id = await new_message(client)
     parts = [part(images.png(seed=100 + i)) for i in range(11)]
     response = await upload(client, message_id, *parts)
     assert response.status_code == 413
-    await assert_nothing_left(pool, store, message_id)
+    await assert_nothing_left(pool, media, message_id)
 
 
 async def test_a_body_beyond_the_upload_limit_is_413_before_it_is_read(
-    client: httpx.AsyncClient, store: Path
+    client: httpx.AsyncClient, media: MediaPlace
 ) -> None:
     message_id = await new_message(client)
     response = await client.post(
@@ -202,7 +199,7 @@ async def test_a_body_beyond_the_upload_limit_is_413_before_it_is_read(
         },
     )
     assert response.status_code == 413
-    assert stored_files(store) == []
+    assert await media.names() == []
 
 
 async def test_the_json_routes_keep_their_own_body_limit(client: httpx.AsyncClient) -> None:
@@ -217,11 +214,8 @@ async def test_the_json_routes_keep_their_own_body_limit(client: httpx.AsyncClie
 
 
 @pytest.fixture
-async def small_limit_client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        database_url=database_url, data_dir=tmp_path / "small", max_media_bytes=4096
-    )
-    app: Litestar = create_app(settings)
+async def small_limit_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app: Litestar = create_app(msgspec.structs.replace(settings, max_media_bytes=4096))
     async with running(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as c:
@@ -229,7 +223,7 @@ async def small_limit_client(database_url: str, tmp_path: Path) -> AsyncIterator
 
 
 async def test_the_size_limit_is_configurable(
-    small_limit_client: httpx.AsyncClient, pool: AsyncConnectionPool, tmp_path: Path
+    small_limit_client: httpx.AsyncClient, pool: AsyncConnectionPool, media: MediaPlace
 ) -> None:
     small, large = images.png(seed=25, size=(8, 8)), images.png(seed=26, size=(64, 64))
     assert len(small) <= 4096 < len(large)
@@ -237,6 +231,6 @@ async def test_the_size_limit_is_configurable(
     refused = await upload(small_limit_client, message_id, part(large, "large.png"))
     assert refused.status_code == 413
     assert refused.json()["detail"] == 'file 1 ("large.png") is larger than 4,096 bytes'
-    await assert_nothing_left(pool, tmp_path / "small" / "media", message_id, large)
+    await assert_nothing_left(pool, media, message_id, large)
     accepted = await upload(small_limit_client, message_id, part(small))
     assert accepted.status_code == 201
