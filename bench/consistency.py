@@ -30,7 +30,15 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from bench.harness import arguments, header, postgres, stop_on_sigterm, table, verdict
+from bench.harness import (
+    arguments,
+    header,
+    percentile,
+    postgres,
+    stop_on_sigterm,
+    table,
+    verdict,
+)
 from domain.events import stream_of
 from projections.messages import COLUMNS, GET_MESSAGE
 from tests.support.images import png
@@ -109,11 +117,6 @@ async def timed(client: httpx.AsyncClient, requests: list[httpx.Request]) -> lis
         spent.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.text
     return spent
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def read_costs(client: httpx.AsyncClient, ids: list[str], n: int) -> list[list[Any]]:

@@ -271,6 +271,12 @@ def _is_number(text: str) -> bool:
     return text.replace(",", "").replace(".", "").replace("x", "").replace("-", "").isdigit()
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The value at the p-th percentile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
 def ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "n/a"
 

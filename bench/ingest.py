@@ -382,13 +382,9 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         ["p99 ≤ 25 ms at half load", f"{p99_half:.1f} ms", verdict(p99_half <= 25)],
         ["projection lag p99 ≤ 100 ms", f"{lag_p99:.1f} ms", verdict(lag_p99 <= 100)],
     ]
-    print(table(["goal", "measured", "verdict"], goals))
-    print(f"after the run: {load_note()}")
-    if args.profile:
-        print()
-        print(f"Profile of smsq serve during its maximum run (py-spy, raw stacks in {raw}):")
-        print(profile.summary(raw, keep=PROFILE_KEEP))
-    return 0
+    return profile.conclude(
+        goals, raw if args.profile else None, "its maximum run", keep=PROFILE_KEEP
+    )
 
 
 def main() -> None:

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import arguments, header, postgres, stop_on_sigterm, table, verdict
+from bench.harness import (
+    arguments,
+    header,
+    percentile,
+    postgres,
+    stop_on_sigterm,
+    table,
+    verdict,
+)
 from tests.support.phones import random_phone
 from tests.support.servers import serving
 
@@ -47,11 +55,6 @@ async def follow(client: httpx.AsyncClient, sender: str) -> tuple[float, float]:
     one = client.build_request("GET", f"/messages/{message_id}")
     processed = await until(one, client, '"status":"processed"')
     return stored - acknowledged, processed - acknowledged
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(url: str, messages: int, rate: float) -> list[tuple[float, float]]:

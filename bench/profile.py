@@ -13,9 +13,10 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import table
+from bench.harness import load_note, table
 
 
 def py_spy() -> str:
@@ -91,3 +92,16 @@ def summary(raw: Path, top: int = 15, keep: tuple[str, ...] = ()) -> str:
         + "\n\n"
         + table(["function (self)", "self"], self_rows)
     )
+
+
+def conclude(
+    goals: Sequence[Sequence[object]], raw: Path | None, during: str, *, keep: tuple[str, ...]
+) -> int:
+    """The goals' table, the load after the run and, when profiled, the profile."""
+    print(table(["goal", "measured", "verdict"], goals))
+    print(f"after the run: {load_note()}")
+    if raw is not None:
+        print()
+        print(f"Profile of smsq serve during {during} (py-spy, raw stacks in {raw}):")
+        print(summary(raw, keep=keep))
+    return 0

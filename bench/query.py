@@ -208,13 +208,12 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         goals.append([f"p99 <= 10 ms: {first}", f"{p99:.1f} ms", verdict(p99 <= 10)])
         slower = by_name[first][0].rps / by_name[deep][0].rps
         goals.append([f"{deep} <= 3x first page", f"{slower:.2f}x", verdict(slower <= 3)])
-    print(table(["goal", "measured", "verdict"], goals))
-    print(f"after the run: {load_note()}")
-    if args.profile:
-        print()
-        print(f"Profile of smsq serve during the maximum run of {PROFILED!r} (py-spy, {raw}):")
-        print(profile.summary(raw, keep=PROFILE_KEEP))
-    return 0
+    return profile.conclude(
+        goals,
+        raw if args.profile else None,
+        f"the maximum run of {PROFILED!r}",
+        keep=PROFILE_KEEP,
+    )
 
 
 def main() -> None:
