@@ -79,6 +79,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: msgspec.Raw
     metadata: msgspec.Raw
     recorded_at: datetime
+    hash: str
+    """Hex SHA-256 chaining the event to the one before it in its stream (docs/audit.md)."""
 
     @property
     def place(self) -> Place:
@@ -118,7 +120,7 @@ class _Row(msgspec.Struct, frozen=True):
 # statement that orders by tx_id must sort the xid8 column, not this text.
 recorded_columns = (
     "position, tx_id::text AS tx_text, stream_id, version, event_id, type, schema_version,"
-    " data::text, metadata::text, recorded_at"
+    " data::text, metadata::text, recorded_at, hash"
 )
 
 
@@ -226,7 +228,8 @@ STREAM_JSON = """
 (SELECT json_agg(json_build_object(
     'position', position, 'tx_id', tx_id::text::bigint, 'stream_id', stream_id,
     'version', version, 'event_id', event_id, 'type', type, 'schema_version', schema_version,
-    'data', data, 'metadata', metadata, 'recorded_at', recorded_at) ORDER BY version)
+    'data', data, 'metadata', metadata, 'recorded_at', recorded_at, 'hash', hash)
+    ORDER BY version)
  FROM stream)::text
 """
 
@@ -238,7 +241,19 @@ def decode_stream(document: str) -> list[RecordedEvent]:
 
 
 def recorded_event(row: tuple[Any, ...]) -> RecordedEvent:
-    position, tx_id, stream_id, version, event_id, type_, schema_version, data, metadata, at = row
+    (
+        position,
+        tx_id,
+        stream_id,
+        version,
+        event_id,
+        type_,
+        schema_version,
+        data,
+        metadata,
+        at,
+        hash_,
+    ) = row
     return RecordedEvent(
         position=position,
         tx_id=int(tx_id),
@@ -250,4 +265,5 @@ def recorded_event(row: tuple[Any, ...]) -> RecordedEvent:
         data=msgspec.Raw(data.encode()),
         metadata=msgspec.Raw(metadata.encode()),
         recorded_at=at,
+        hash=hash_,
     )

@@ -29,6 +29,7 @@ from api.runtime.background import background
 from api.runtime.logs import configure_logging
 from api.runtime.pooling import open_pool
 from api.runtime.process import freeze_start_up
+from api.runtime.sealing import load_or_create_key, seal_key_path
 from api.runtime.settings import Settings, is_loopback, load_settings
 from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
@@ -36,6 +37,7 @@ from commands.receive_sms import receive_batch
 from media.store import LocalStore
 from projections.listener import Listener, listening
 from projections.progress import Progress
+from projections.sealer import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 progress=progress,
             )
             if settings.run_projectors:
-                await stack.enter_async_context(background(url, pool, listener))
+                sealer = Sealer(load_or_create_key(seal_key_path(settings)))
+                await stack.enter_async_context(background(url, pool, listener, sealer))
             await stack.enter_async_context(listening(listener))
             try:
                 yield
