@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors
 from uuid_utils.compat import uuid7
 
-from domain.events import EVENT_TYPES, Event, EventMetadata
+from domain.events import EVENT_TYPES, LOGGED_TYPES, AnyEvent, Event, EventMetadata
 
 
 class ConcurrencyConflict(Exception):
@@ -41,7 +41,7 @@ class Append(msgspec.Struct, frozen=True):
 
     stream_id: str
     expected_version: int
-    events: Sequence[Event]
+    events: Sequence[AnyEvent]
     metadata: EventMetadata
     event_ids: Sequence[UUID] = ()
 
@@ -89,6 +89,10 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     def decode(self) -> Event:
         return msgspec.json.decode(self.data, type=EVENT_TYPES[self.type])
 
+    def decode_any(self) -> AnyEvent:
+        """As `decode`, for a stream that may not be a message's (the `access` stream)."""
+        return msgspec.json.decode(self.data, type=LOGGED_TYPES[self.type])
+
 
 # One JSON document for the whole append, encoded by msgspec in one call: far
 # cheaper for the client than dumping eight parallel arrays element by element.
@@ -112,7 +116,7 @@ class _Row(msgspec.Struct, frozen=True):
     event_id: UUID
     type: str
     schema_version: int
-    data: Event
+    data: AnyEvent
     metadata: EventMetadata
 
 

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from psycopg import sql
 
-from domain.events import EVENT_TYPES
+from domain.access import STREAM, ApiKeyCreated, ApiKeyRevoked, Keys, access_decider
+from domain.events import LOGGED_TYPES
 from projections.chain import EventsDigest, SealBody, field
 
 # The stored values as text, exactly as the hash covers them. The predecessor's
@@ -153,9 +154,46 @@ def verify(
                     progress(10_000)
         progress(report.events % 10_000)
         checker.finish(seals)
+        _check_keys(report, events_conn)
     for number, wanted in expect.items():
         report.faults.append(f"seal {number}: expected with hash {wanted}, not in the database")
     return report
+
+
+def _check_keys(report: Report, conn: psycopg.Connection[Any]) -> None:
+    """Each key's row says what the `access` stream's events say, and each key
+    in the events has its row (a row edited back to life shows here)."""
+    keys: Keys = access_decider.initial
+    for type_, data in conn.execute(
+        "SELECT type, data::text FROM events WHERE stream_id = %s ORDER BY version", (STREAM,)
+    ):
+        cls = LOGGED_TYPES.get(type_)
+        try:
+            event = msgspec.json.decode(data, type=cls) if cls else None
+        except msgspec.ValidationError:
+            continue  # reported with its position already
+        if isinstance(event, ApiKeyCreated | ApiKeyRevoked) and (
+            isinstance(event, ApiKeyCreated) or event.key_id in keys
+        ):
+            keys = access_decider.evolve(keys, event)
+    rows = conn.execute("SELECT id, scopes, revoked_at IS NOT NULL FROM api_keys ORDER BY id")
+    seen = set()
+    for key_id, scopes, revoked in rows:
+        seen.add(key_id)
+        key = keys.get(key_id)
+        if key is None:
+            report.faults.append(f"key {key_id}: its row has no ApiKeyCreated event")
+            continue
+        if tuple(scopes) != key.scopes:
+            report.faults.append(
+                f"key {key_id}: its row's scopes {','.join(scopes)} are not its events'"
+                f" {','.join(key.scopes)}"
+            )
+        if revoked != key.revoked:
+            said = "revoked" if key.revoked else "not revoked"
+            report.faults.append(f"key {key_id}: its events say {said}, its row does not")
+    for key_id in sorted(set(keys) - seen):
+        report.faults.append(f"key {key_id}: made by its events, but its row is gone")
 
 
 def _seal_rows(conn: psycopg.Connection[Any], from_seal: int) -> Iterator[Seal]:
@@ -199,7 +237,7 @@ def _check_event(report: Report, cols: list[bytes], xmax: int) -> None:
     if int(cols[1]) >= xmax:
         report.faults.append(f"position {position}: written by a transaction not yet begun")
     type_ = values[6].decode()
-    cls = EVENT_TYPES.get(type_)
+    cls = LOGGED_TYPES.get(type_)
     if cls is None:
         report.faults.append(f"position {position}: unknown event type {type_!r}")
         return

@@ -23,6 +23,7 @@ from api.http.metrics import metrics
 from api.http.observe import RequestObserver
 from api.http.problems import exception_handlers
 from api.http.process_metrics import ProcessMetrics
+from api.http.seals import SealsController
 from api.http.services import Services, provide_services
 from api.http.uploads import request_limit
 from api.runtime.background import background
@@ -98,7 +99,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=request_limit(settings.max_media_bytes),
     )
     app = Litestar(
-        route_handlers=[MessagesController, media, AuditController, metrics, healthz, readyz],
+        route_handlers=[
+            MessagesController,
+            media,
+            AuditController,
+            SealsController,
+            metrics,
+            healthz,
+            readyz,
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         guards=[require_scope],
         plugins=[DeclareSecurity()],
