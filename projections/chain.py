@@ -91,8 +91,9 @@ class EventsDigest:
         self._sha = hashlib.sha256()
         self.count = 0
 
-    def add(self, event_hash: str) -> None:
-        self._sha.update(event_hash.encode())
+    def add(self, event_hash: bytes) -> None:
+        """`event_hash`: the 64 hex digits, as ASCII bytes."""
+        self._sha.update(event_hash)
         self.count += 1
 
     def hexdigest(self) -> str:

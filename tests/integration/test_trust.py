@@ -333,3 +333,28 @@ def test_deleted_seals_are_named(sealed: str) -> None:
     faults = audit(sealed, expect={last: last_hash})
     assert "seal 2: missing (the next seal is 3)" in faults
     assert f"seal {last}: expected with hash {last_hash}, not in the database" in faults
+
+
+async def test_text_that_copy_escapes_verifies_and_a_malformed_event_is_named(
+    sealed: str,
+) -> None:
+    awkward = 'a "quote", a back\\slash, a\nnew line, a\ttab, \\N, ünïcode 👍'
+    with psycopg.connect(sealed, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO events (stream_id, version, event_id, type, data)"
+            " SELECT stream_id, version + 1, gen_random_uuid(), 'SmsProcessed',"
+            " jsonb_build_object('note', %s::text) FROM events"
+            " WHERE version = 2 ORDER BY position LIMIT 1",
+            (awkward,),
+        )
+        (bad,) = (
+            conn.execute(
+                "INSERT INTO events (stream_id, version, event_id, type, data)"
+                " VALUES (%s, 1, gen_random_uuid(), 'SmsReceived', %s) RETURNING position",
+                (awkward, '{"message": "no sender"}'),
+            ).fetchone()
+            or ()
+        )
+    faults = audit(sealed)
+    assert [f for f in faults if "hash" in f] == []
+    assert [f for f in faults if f.startswith(f"position {bad}: does not decode as SmsReceived")]
