@@ -58,6 +58,8 @@ async def test_seals_are_signed_by_the_published_key(client: httpx.AsyncClient) 
     key = load_pem_public_key(response.content)
     assert isinstance(key, Ed25519PublicKey)
     key.verify(bytes.fromhex(seal["signature"]), bytes.fromhex(seal["hash"]))
+    metrics = (await client.get("/metrics")).text
+    assert "smsq_seal_lag_seconds " in metrics
     page = (await client.get("/audit/seals", params={"after": seal["number"] - 1})).json()
     assert page["items"][0]["number"] == seal["number"]
     assert page["next_after"] == page["items"][-1]["number"]

@@ -358,3 +358,14 @@ async def test_text_that_copy_escapes_verifies_and_a_malformed_event_is_named(
     faults = audit(sealed)
     assert [f for f in faults if "hash" in f] == []
     assert [f for f in faults if f.startswith(f"position {bad}: does not decode as SmsReceived")]
+
+
+def test_the_oldest_transaction_gauge_needs_no_monitoring_role(sealed: str) -> None:
+    with psycopg.connect(as_role(sealed, "smsq_service"), autocommit=True) as conn:
+        (seconds,) = conn.execute("SELECT oldest_transaction_seconds()").fetchone() or ()
+        assert seconds >= 0
+        (monitor,) = (
+            conn.execute("SELECT pg_has_role('smsq_service', 'pg_monitor', 'MEMBER')").fetchone()
+            or ()
+        )
+    assert not monitor
