@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from projections.runner import catch_up
 from projections.sealer import Sealer
 
 GOAL = 200_000
+APP = "smsq-bench-verify"
 
 
 def child(url: str) -> None:
@@ -45,8 +47,10 @@ def child(url: str) -> None:
     me = psutil.Process()
     rss: list[float] = []
     started = time.perf_counter()
+    cpu = time.process_time()
     report = verify(url, progress=lambda _: rss.append(me.memory_info().rss / 2**20))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     print(
         json.dumps(
             {
@@ -54,6 +58,7 @@ def child(url: str) -> None:
                 "seals": report.seals,
                 "faults": len(report.faults),
                 "seconds": elapsed,
+                "cpu": cpu,
                 "rss_first": rss[0],
                 "rss_last": rss[-1],
             }
@@ -64,6 +69,32 @@ def child(url: str) -> None:
 async def seal(url: str) -> int:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         return await catch_up(conn, Sealer(Ed25519PrivateKey.generate()), 1000)
+
+
+def run_child(url: str) -> tuple[dict[str, float], float]:
+    """The child's report, and the CPU seconds its server backends spent."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.verify", "--child", as_role(url, "smsq_auditor")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PGAPPNAME": APP},
+    )
+    spent: dict[int, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        while proc.poll() is None:
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APP,)
+            ).fetchall():
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                    spent[pid] = times.user + times.system
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            time.sleep(0.1)
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"verify failed ({proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1]), sum(spent.values())
 
 
 def bench(server: Server, quick: bool, events: int | None) -> int:
@@ -79,15 +110,18 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE events")
     print(f"verifying as smsq_auditor ({load_note()})", flush=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.verify", "--child", as_role(url, "smsq_auditor")],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report, server_cpu = run_child(url)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rate = report["events"] / report["seconds"]
+    # On a machine of its own, the verifier and its server backend run side by
+    # side (COPY streams while the client checks): the busier of the two sets
+    # the pace. Under other load, wall time says more about the neighbours.
+    bound = max(report["cpu"], server_cpu)
+    capacity = report["events"] / bound if bound else 0.0
+    print(
+        f"CPU: verifier {report['cpu']:.1f} s, its server backends {server_cpu:.1f} s;"
+        f" on two idle cores about {capacity:,.0f} events/s"
+    )
     print()
     print(
         table(
@@ -105,7 +139,12 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
         )
     )
     goals = [
-        [f"verify >= {GOAL:,} events/s", f"{rate:,.0f}/s", verdict(rate >= GOAL)],
+        [f"verify >= {GOAL:,} events/s (wall)", f"{rate:,.0f}/s", verdict(rate >= GOAL)],
+        [
+            f"verify >= {GOAL:,} events/s (CPU-bound estimate)",
+            f"{capacity:,.0f}/s",
+            verdict(capacity >= GOAL),
+        ],
         [
             "memory flat (RSS at the first mark vs the end)",
             f"{report['rss_first']:.0f} -> {report['rss_last']:.0f} MiB",
