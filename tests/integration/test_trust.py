@@ -369,3 +369,20 @@ def test_the_oldest_transaction_gauge_needs_no_monitoring_role(sealed: str) -> N
             or ()
         )
     assert not monitor
+
+
+def test_verify_from_a_seal_checks_that_seal_and_what_follows(sealed: str) -> None:
+    inside_first = one(
+        sealed,
+        "SELECT e.position FROM events e, seals s WHERE s.number = 1"
+        " AND (e.tx_id, e.position) <= (s.to_tx_id, s.to_position) ORDER BY e.position LIMIT 1",
+    )[0]
+    tamper(
+        sealed,
+        'UPDATE events SET metadata = metadata || \'{"actor": "x"}\' WHERE position = %(p)s',
+        params={"p": inside_first},
+    )
+    assert f"position {inside_first}: the hash does not match the event's contents" in audit(sealed)
+    report = verify(as_role(sealed, "smsq_auditor"), from_seal=2)
+    assert report.faults == []
+    assert report.seals == one(sealed, "SELECT count(*) - 1 FROM seals")[0]
