@@ -4,8 +4,11 @@
 -- it from the stored values alone.
 
 -- One field of the encoding: its UTF-8 byte length in decimal, ':', the bytes, LF.
+-- Both functions are plain SQL and STABLE (as the functions they call are),
+-- not STRICT: PostgreSQL then inlines them into the caller's expression,
+-- which costs the trigger a fraction of a call through the SQL executor.
 CREATE FUNCTION chain_field(value text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN convert_to(octet_length(convert_to(value, 'UTF8'))::text || ':', 'UTF8')
     || convert_to(value, 'UTF8') || '\x0a'::bytea;
 
@@ -14,7 +17,7 @@ CREATE FUNCTION event_hash(
     event_id uuid, type text, schema_version smallint, data jsonb, metadata jsonb,
     recorded_at timestamptz
 ) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN encode(sha256(
     chain_field(coalesce(previous, ''))
     || chain_field(event_position::text)
