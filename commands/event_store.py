@@ -17,7 +17,8 @@ from psycopg import errors
 from uuid_utils.compat import uuid7
 
 from domain import upcasting
-from domain.events import Event, EventMetadata
+from domain.access import AccessEvent
+from domain.events import AnyEvent, Event, EventMetadata
 
 
 class ConcurrencyConflict(Exception):
@@ -42,7 +43,7 @@ class Append(msgspec.Struct, frozen=True):
 
     stream_id: str
     expected_version: int
-    events: Sequence[Event]
+    events: Sequence[AnyEvent]
     metadata: EventMetadata
     event_ids: Sequence[UUID] = ()
 
@@ -84,6 +85,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: msgspec.Raw
     metadata: msgspec.Raw
     recorded_at: datetime
+    hash: str
+    """Hex SHA-256 chaining the event to the one before it in its stream (docs/audit.md)."""
 
     @property
     def place(self) -> Place:
@@ -91,7 +94,15 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     def decode(self) -> Event:
         """The current version's struct, whatever version was stored; raises
-        `UnknownEventVersion` for one this code cannot read."""
+        `UnknownEventVersion` for one this code cannot read, and ValueError for
+        an event that is not a message's."""
+        event = self.decode_any()
+        if isinstance(event, AccessEvent):
+            raise ValueError(f"{self.type} at position {self.position} is not a message's event")
+        return event
+
+    def decode_any(self) -> AnyEvent:
+        """As `decode`, for a stream that may not be a message's (the `access` stream)."""
         return upcasting.decode(self.type, self.schema_version, self.data)
 
 
@@ -121,7 +132,7 @@ class _Row(msgspec.Struct, frozen=True):
     event_id: UUID
     type: str
     schema_version: int
-    data: Event
+    data: AnyEvent
     metadata: EventMetadata
 
 
@@ -129,7 +140,7 @@ class _Row(msgspec.Struct, frozen=True):
 # statement that orders by tx_id must sort the xid8 column, not this text.
 recorded_columns = (
     "position, tx_id::text AS tx_text, stream_id, version, event_id, type, schema_version,"
-    " data::text, metadata::text, recorded_at"
+    " data::text, metadata::text, recorded_at, hash"
 )
 
 
@@ -237,7 +248,8 @@ STREAM_JSON = """
 (SELECT json_agg(json_build_object(
     'position', position, 'tx_id', tx_id::text::bigint, 'stream_id', stream_id,
     'version', version, 'event_id', event_id, 'type', type, 'schema_version', schema_version,
-    'data', data, 'metadata', metadata, 'recorded_at', recorded_at) ORDER BY version)
+    'data', data, 'metadata', metadata, 'recorded_at', recorded_at, 'hash', hash)
+    ORDER BY version)
  FROM stream)::text
 """
 
@@ -249,7 +261,19 @@ def decode_stream(document: str) -> list[RecordedEvent]:
 
 
 def recorded_event(row: tuple[Any, ...]) -> RecordedEvent:
-    position, tx_id, stream_id, version, event_id, type_, schema_version, data, metadata, at = row
+    (
+        position,
+        tx_id,
+        stream_id,
+        version,
+        event_id,
+        type_,
+        schema_version,
+        data,
+        metadata,
+        at,
+        hash_,
+    ) = row
     return RecordedEvent(
         position=position,
         tx_id=int(tx_id),
@@ -261,4 +285,5 @@ def recorded_event(row: tuple[Any, ...]) -> RecordedEvent:
         data=msgspec.Raw(data.encode()),
         metadata=msgspec.Raw(metadata.encode()),
         recorded_at=at,
+        hash=hash_,
     )

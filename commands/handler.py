@@ -18,11 +18,11 @@ import psycopg
 
 from commands.event_store import Append, ConcurrencyConflict, Place, append, read_streams
 from domain.decider import Decider, Rejection
-from domain.events import Event, EventMetadata
+from domain.events import AnyEvent, EventMetadata
 
 C = TypeVar("C")
 S = TypeVar("S")
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=AnyEvent)
 
 ATTEMPTS = 5
 
@@ -103,7 +103,7 @@ async def decide_on_streams(
     new: list[E] = []
     for intent in intents:
         stream = recorded.get(intent.stream_id, [])
-        state = decider.fold(cast(E, r.decode()) for r in stream)
+        state = decider.fold(cast(E, r.decode_any()) for r in stream)
         decision = decider.decide(intent.command, state, now)
         read_to = max((r.place for r in stream), default=None)
         if not isinstance(decision, Rejection) and decision:

@@ -15,6 +15,8 @@ from uuid import UUID
 
 import msgspec
 
+from domain.access import AccessEvent, ApiKeyCreated, ApiKeyRevoked
+
 
 class EventMetadata(msgspec.Struct, frozen=True, kw_only=True):
     """Who and what caused an event; stored beside it, never part of decisions.
@@ -76,6 +78,14 @@ Event = MessageEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls for cls in (SmsReceived, SmsProcessed, MediaAttached)
+}
+
+AnyEvent = Event | AccessEvent
+"""Whatever the log holds: the messages' events and the access stream's (domain/access.py)."""
+
+LOGGED_TYPES: dict[str, type[AnyEvent]] = {
+    **EVENT_TYPES,
+    **{cls.TYPE: cls for cls in (ApiKeyCreated, ApiKeyRevoked)},
 }
 
 

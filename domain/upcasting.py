@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from domain.events import EVENT_TYPES, Event, MediaAttached
+from domain.events import LOGGED_TYPES, AnyEvent, MediaAttached
 
 Data = dict[str, Any]
 """An event's `data` as JSON decodes it: what a step reads and returns."""
@@ -32,7 +32,7 @@ class UnknownEventVersion(Exception):
     """
 
     def __init__(self, type_: str, schema_version: int) -> None:
-        known = EVENT_TYPES.get(type_)
+        known = LOGGED_TYPES.get(type_)
         why = (
             "an unknown event type"
             if known is None
@@ -74,9 +74,9 @@ def media_attached_format(data: Data) -> Data:
     return {**data, "format": FORMAT_OF[content_type]}
 
 
-def _current(type_: str, schema_version: int) -> type[Event]:
+def _current(type_: str, schema_version: int) -> type[AnyEvent]:
     try:
-        return EVENT_TYPES[type_]
+        return LOGGED_TYPES[type_]
     except KeyError:
         raise UnknownEventVersion(type_, schema_version) from None
 
@@ -94,7 +94,7 @@ def upcast(type_: str, schema_version: int, data: Data) -> Data:
     return data
 
 
-def decode(type_: str, schema_version: int, data: bytes) -> Event:
+def decode(type_: str, schema_version: int, data: bytes) -> AnyEvent:
     """The event stored as `data`, as the current version's struct."""
     cls = _current(type_, schema_version)
     if schema_version == cls.SCHEMA_VERSION:

@@ -12,6 +12,8 @@ class ProjectorLag(msgspec.Struct, frozen=True, array_like=True):
     name: str
     position: int
     seconds: float
+    stalled_position: int | None = None
+    """The event it cannot fold (it stopped there), or None."""
 
 
 class LogHealth(msgspec.Struct, frozen=True):
@@ -23,16 +25,16 @@ class LogHealth(msgspec.Struct, frozen=True):
 # Lag is the age of the first committed event a projector has not folded yet
 # (0 when none), found by one index probe per projector. The oldest
 # transaction that holds an xid sets the horizon below which every reader
-# stops, wherever in the cluster it runs (seeing other roles' sessions needs
-# pg_monitor; without it only the service's own are counted).
+# stops, wherever in the cluster it runs (seeing other roles' sessions takes
+# the owner's view: a function of the owner's lends it for this figure only).
 _HEALTH = """
 SELECT
     (SELECT coalesce(max(position), 0) FROM events),
-    (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)::float8
-     FROM pg_stat_activity WHERE backend_xid IS NOT NULL),
+    oldest_transaction_seconds(),
     coalesce((
         SELECT json_agg(json_build_array(c.name, c.position, coalesce(extract(epoch FROM
-                   clock_timestamp() - n.recorded_at), 0)::float8) ORDER BY c.name)
+                   clock_timestamp() - n.recorded_at), 0)::float8, c.stalled_position)
+               ORDER BY c.name)
         FROM projection_checkpoints AS c
         LEFT JOIN LATERAL (
             SELECT recorded_at FROM events AS e

@@ -158,6 +158,7 @@ class LogEntry(msgspec.Struct, kw_only=True):
     recorded_at: str
     event_id: UUID
     schema_version: int
+    hash: str
 
     @classmethod
     def recorded(cls, event: RecordedEvent) -> Self:
@@ -171,6 +172,7 @@ class LogEntry(msgspec.Struct, kw_only=True):
             recorded_at=rfc3339(event.recorded_at),
             event_id=event.event_id,
             schema_version=event.schema_version,
+            hash=event.hash,
         )
 
 

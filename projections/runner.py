@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg import errors, sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from commands.notify import CHANNEL
 from projections.listener import Listener, listening
@@ -67,7 +67,8 @@ LEFT JOIN LATERAL ({range_end("lease.tx_id, lease.position")}) AS ahead ON true
 _MOVE = sql.SQL("""
 WITH moved AS (
     UPDATE projection_checkpoints SET tx_id = %(tx)s::text::xid8, position = %(position)s,
-        updated_at = clock_timestamp()
+        updated_at = clock_timestamp(),
+        stalled_position = NULL, stalled_error = NULL, stalled_at = NULL
     WHERE name = %(name)s
     RETURNING name
 )
@@ -108,6 +109,52 @@ async def step(
         return int(row[4])
 
 
+# Failures that say nothing about the events: the database went away, a
+# transaction lost a race. The batch is tried again as it was.
+TRANSIENT = (
+    errors.OperationalError,
+    errors.TransactionRollback,
+    errors.AdminShutdown,
+    PoolTimeout,
+    OSError,
+    TimeoutError,
+)
+
+_NEXT_EVENT = """
+SELECT e.position FROM events AS e, projection_checkpoints AS c
+WHERE c.name = %(name)s AND (e.tx_id, e.position) > (c.tx_id, c.position)
+ORDER BY e.tx_id, e.position LIMIT 1
+"""
+
+_STALL = """
+UPDATE projection_checkpoints
+SET stalled_position = %(position)s, stalled_error = %(error)s,
+    stalled_at = coalesce(stalled_at, clock_timestamp())
+WHERE name = %(name)s
+"""
+
+
+async def find_stall(conn: psycopg.AsyncConnection[Any], projector: Projector) -> int | None:
+    """After a batch failed: fold one event at a time up to the one that fails,
+    record it as where the projector is stalled, and return its position
+    (None when every event folded this time, or another instance holds the lease)."""
+    while True:
+        try:
+            count = await step(conn, projector, 1)
+        except TRANSIENT:
+            raise
+        except Exception as error:
+            cur = await conn.execute(_NEXT_EVENT, {"name": projector.name})
+            row = await cur.fetchone()
+            position = None if row is None else int(row[0])
+            await conn.execute(
+                _STALL, {"name": projector.name, "position": position, "error": repr(error)}
+            )
+            return position
+        if not count:
+            return None
+
+
 async def catch_up(
     conn: psycopg.AsyncConnection[Any], projector: Projector, batch_size: int = 1000
 ) -> int:
@@ -140,6 +187,7 @@ class ProjectionRunner:
         batch_size: int = 1000,
         poll_interval: float = 0.5,
         linger: float = 0.025,
+        stalled_retry: float = 5.0,
     ) -> None:
         self._url = url
         self._own_listener = listener is None
@@ -151,6 +199,7 @@ class ProjectionRunner:
         self._batch_size = batch_size
         self._poll = poll_interval
         self._linger = linger
+        self._stalled_retry = stalled_retry
         self._wake = {p.name: asyncio.Event() for p in self._projectors}
         self._stopping = asyncio.Event()
 
@@ -180,6 +229,7 @@ class ProjectionRunner:
     async def _follow(self, pool: AsyncConnectionPool[Any], projector: Projector) -> None:
         wake = self._wake[projector.name]
         ensured = False
+        stalled: int | None = None
         while not self._stopping.is_set():
             wake.clear()
             try:
@@ -187,11 +237,34 @@ class ProjectionRunner:
                     if not ensured:
                         await ensure_checkpoints(conn, [projector.name])
                         ensured = True
-                    count = await step(conn, projector, self._batch_size)
+                    try:
+                        count = await step(conn, projector, self._batch_size)
+                    except TRANSIENT:
+                        raise
+                    except Exception as error:
+                        # Never skipped: everything before the event that fails
+                        # is folded, then the projector stays there, said once.
+                        at = await find_stall(conn, projector)
+                        if at is not None and at != stalled:
+                            log.error(
+                                "projector %s stopped: it cannot fold the event at position"
+                                " %s (%r); it retries every %s s without further notice",
+                                projector.name,
+                                at,
+                                error,
+                                self._stalled_retry,
+                            )
+                        stalled = at
+                        if at is not None:
+                            await self._sleep(self._stopping, self._stalled_retry)
+                        continue
             except Exception as error:  # a projector must outlive any one bad batch
                 log.warning("projector %s: %r; retrying", projector.name, error)
                 await self._sleep(wake, 1.0)
                 continue
+            if stalled is not None and count is not None:
+                log.info("projector %s folds again past position %s", projector.name, stalled)
+                stalled = None
             if count:
                 # There may be more right behind this batch. A short pause first
                 # lets a steady trickle be folded a batch per transaction instead

@@ -13,7 +13,7 @@ import click
 import msgspec
 import psycopg
 
-from api.cli.support import cli_settings, database, migrate_or_fail
+from api.cli.support import cli_settings, database, reader_url, require_current_schema
 from commands.notify import CHANNEL
 from domain.events import EVENT_TYPES, stream_of
 from projections.log import LogEntry, read_after
@@ -47,8 +47,9 @@ def _stream(_: click.Context, __: click.Parameter, value: str | None) -> str | N
 def events(stream: str | None, after: int, event_type: str | None, follow: bool) -> None:
     """Print the event log as JSON lines, in the order GET /events gives it."""
     settings = cli_settings()
-    with database(settings) as url:
-        migrate_or_fail(url, quiet=True)
+    with database(settings) as owner:
+        url = reader_url(settings, owner)
+        require_current_schema(url)
         try:
             asyncio.run(_print(url, after, event_type, stream, follow))
         except BrokenPipeError:

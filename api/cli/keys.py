@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,11 @@ def _run(work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         return asyncio.run(connected())
 
 
+def _actor() -> str:
+    """Who the access events name: the operating-system user who ran the command."""
+    return f"operator:{getpass.getuser()}"
+
+
 def _scopes(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
     try:
         return parse_scopes(value)
@@ -49,7 +55,7 @@ def keys() -> None:
 @click.option("--name", default="", help="What the key is for (shown by `smsq keys list`).")
 def create(scopes: tuple[str, ...], name: str) -> None:
     """Make a key and print its token (the only time it is shown)."""
-    issued = _run(lambda conn: create_key(conn, scopes, name))
+    issued = _run(lambda conn: create_key(conn, scopes, name, actor=_actor()))
     click.echo(
         f"smsq: key {issued.key.id} made with scopes {','.join(scopes)}; store the token now,"
         " it cannot be shown again",
@@ -81,7 +87,7 @@ def _line(key: ApiKey) -> str:
 @click.argument("key_id")
 def revoke(key_id: str) -> None:
     """Revoke a key: refused from then on (within SMSQ_AUTH_CACHE_SECONDS)."""
-    key = _run(lambda conn: revoke_key(conn, key_id))
+    key = _run(lambda conn: revoke_key(conn, key_id, actor=_actor()))
     if key is None:
         raise click.ClickException(f"no key {key_id}")
     click.echo(f"smsq: key {key.id} revoked", err=True)

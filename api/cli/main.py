@@ -15,7 +15,8 @@ from rich.console import Console
 
 from api.cli.events import events
 from api.cli.keys import keys
-from api.cli.support import cli_settings, database, migrate_or_fail
+from api.cli.support import cli_settings, database, migrate_or_fail, service_url
+from api.cli.verify import verify
 from api.runtime.logs import configure_logging, server_log_config
 from api.runtime.settings import Settings, SettingsError, describe, is_loopback, load_settings
 
@@ -33,6 +34,7 @@ def main() -> None:
 
 main.add_command(keys)
 main.add_command(events)
+main.add_command(verify)
 
 
 @main.command()
@@ -60,9 +62,12 @@ def serve() -> None:
                 " (smsq keys create --scopes read,write), or listen on 127.0.0.1."
             )
         # The workers are separate processes: they read their settings from the
-        # environment, including the URL of an embedded server started here,
+        # environment, including the URL of an embedded server started here
+        # (as smsq_service: nothing that serves requests connects as the owner),
         # and keep their HTTP counters in files that any of them can add up.
-        os.environ["SMSQ_DATABASE_URL"] = url
+        os.environ["SMSQ_DATABASE_URL"] = service_url(settings, url)
+        # Made here, before the workers start, so that they all read one key.
+        _seal_key(settings)
         # (This process must not import prometheus_client before setting it:
         # the library picks its mode once, at import, and workers inherit it.)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = counts
@@ -97,13 +102,23 @@ def worker() -> None:
     with database(settings) as url:
         migrate_or_fail(url)
         click.echo("smsq: worker running; Ctrl-C to stop", err=True)
-        asyncio.run(_work(url, settings))
+        asyncio.run(_work(service_url(settings, url), settings))
+
+
+def _seal_key(settings: Settings) -> Any:
+    from api.runtime.sealing import SealKeyError, load_or_create_key, seal_key_path
+
+    try:
+        return load_or_create_key(seal_key_path(settings))
+    except (SealKeyError, OSError, ValueError) as error:
+        raise click.ClickException(f"the seal key: {error}") from None
 
 
 async def _work(url: str, settings: Settings) -> None:
     from api.runtime.background import background
     from api.runtime.pooling import open_pool
     from projections.listener import Listener, listening
+    from projections.sealer import Sealer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,7 +127,7 @@ async def _work(url: str, settings: Settings) -> None:
     listener = Listener(url)
     async with (
         open_pool(url, settings, name="worker") as pool,
-        background(url, pool, listener),
+        background(url, pool, listener, Sealer(_seal_key(settings))),
         listening(listener),
     ):
         await stop.wait()

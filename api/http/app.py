@@ -25,12 +25,14 @@ from api.http.observe import RequestObserver
 from api.http.openapi import DeclareContract, answer_options
 from api.http.problems import exception_handlers
 from api.http.process_metrics import ProcessMetrics
+from api.http.seals import SealsController
 from api.http.services import Services, provide_services
 from api.http.uploads import request_limit
 from api.runtime.background import background
 from api.runtime.logs import configure_logging
 from api.runtime.pooling import open_pool
 from api.runtime.process import freeze_start_up
+from api.runtime.sealing import load_or_create_key, seal_key_path
 from api.runtime.settings import Settings, is_loopback, load_settings
 from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
@@ -39,6 +41,7 @@ from media.objects import open_store
 from projections.feed import LogFeed
 from projections.listener import Listener, listening
 from projections.progress import Progress
+from projections.sealer import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 feed=feed,
             )
             if settings.run_projectors:
-                await stack.enter_async_context(background(url, pool, listener))
+                sealer = Sealer(load_or_create_key(seal_key_path(settings)))
+                await stack.enter_async_context(background(url, pool, listener, sealer))
             await stack.enter_async_context(listening(listener))
             try:
                 yield
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             media,
             AuditController,
             event_stream,
+            SealsController,
             metrics,
             healthz,
             readyz,

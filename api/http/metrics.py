@@ -37,6 +37,7 @@ from api.http.problems import UNAVAILABLE, refusals
 from api.http.services import Services
 from projections.counters import BUCKETS, Counters, read_counters
 from projections.lag import LogHealth, read_health
+from projections.sealer import NAME as SEALER
 
 
 class _Snapshot:
@@ -88,11 +89,25 @@ class _Snapshot:
             "Position of the last event a projector folded",
             labels=["projector"],
         )
+        stalled = GaugeMetricFamily(
+            "smsq_projection_stalled",
+            "1 while a projector is stopped at an event it cannot fold (see /readyz), else 0",
+            labels=["projector"],
+        )
+        seal_lag = GaugeMetricFamily(
+            "smsq_seal_lag_seconds",
+            "Age of the oldest committed event not yet sealed (0: all sealed)",
+        )
         for p in h.projectors:
             lag.add_metric([p.name], p.seconds)
             checkpoint.add_metric([p.name], p.position)
+            stalled.add_metric([p.name], 0 if p.stalled_position is None else 1)
+            if p.name == SEALER:
+                seal_lag.add_metric([], p.seconds)
         yield lag
         yield checkpoint
+        yield stalled
+        yield seal_lag
 
 
 class MetricsSummary(msgspec.Struct):

@@ -12,12 +12,27 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 import psycopg
+from uuid_utils.compat import uuid7
+
+from commands.handler import Intent, handle
+from domain.access import (
+    STREAM,
+    AccessCommand,
+    AccessEvent,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    CreateApiKey,
+    RevokeApiKey,
+    access_decider,
+)
+from domain.decider import Rejection
+from domain.events import EventMetadata
 
 SCOPES = ("write", "read", "audit", "metrics")
 
@@ -78,16 +93,40 @@ def _key(row: tuple[Any, ...]) -> ApiKey:
     )
 
 
+def _intent(command: AccessCommand, actor: str) -> Intent[AccessCommand]:
+    # A key change is a request of its own: it starts its own correlation.
+    cause = uuid7()
+    return Intent(
+        STREAM, command, EventMetadata(correlation_id=cause, causation_id=cause, actor=actor)
+    )
+
+
 async def create_key(
-    conn: psycopg.AsyncConnection[Any], scopes: Iterable[str], name: str = ""
+    conn: psycopg.AsyncConnection[Any],
+    scopes: Iterable[str],
+    name: str = "",
+    *,
+    actor: str = "operator",
 ) -> Issued:
+    """Make a key: its ApiKeyCreated event (no secret in it) and its row, in one
+    transaction. `conn` must be in autocommit mode."""
     key_id = secrets.token_hex(6)
     token = f"smsq_{key_id}_{secrets.token_urlsafe(32)}"
-    cur = await conn.execute(
-        f"INSERT INTO api_keys (id, name, scopes, token_sha256) VALUES (%s, %s, %s, %s)"
-        f" RETURNING {_COLUMNS}",
-        (key_id, name, list(scopes), digest(token)),
-    )
+    command = CreateApiKey(key_id=key_id, name=name, scopes=tuple(scopes), actor=actor)
+
+    async def write_row(conn: psycopg.AsyncConnection[Any], events: Sequence[AccessEvent]) -> None:
+        [created] = events
+        assert isinstance(created, ApiKeyCreated)
+        await conn.execute(
+            "INSERT INTO api_keys (id, name, scopes, token_sha256, created_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (key_id, name, list(created.scopes), digest(token), created.created_at),
+        )
+
+    handled = await handle(conn, access_decider, _intent(command, actor), before_append=write_row)
+    if isinstance(handled.decision, Rejection):
+        raise RuntimeError(f"key {key_id} not made: {type(handled.decision).__name__}")
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
     row = await cur.fetchone()
     assert row is not None
     return Issued(_key(row), token)
@@ -98,13 +137,24 @@ async def list_keys(conn: psycopg.AsyncConnection[Any]) -> list[ApiKey]:
     return [_key(row) for row in await cur.fetchall()]
 
 
-async def revoke_key(conn: psycopg.AsyncConnection[Any], key_id: str) -> ApiKey | None:
-    """Revoke the key (a second revoke changes nothing); None when there is no such key."""
-    cur = await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp())"
-        f" WHERE id = %s RETURNING {_COLUMNS}",
-        (key_id,),
-    )
+async def revoke_key(
+    conn: psycopg.AsyncConnection[Any], key_id: str, *, actor: str = "operator"
+) -> ApiKey | None:
+    """Revoke the key: its ApiKeyRevoked event and its row, in one transaction (a
+    second revoke changes nothing); None when there is no such key."""
+
+    async def write_row(conn: psycopg.AsyncConnection[Any], events: Sequence[AccessEvent]) -> None:
+        [revoked] = events
+        assert isinstance(revoked, ApiKeyRevoked)
+        await conn.execute(
+            "UPDATE api_keys SET revoked_at = %s WHERE id = %s", (revoked.revoked_at, key_id)
+        )
+
+    command = RevokeApiKey(key_id=key_id, actor=actor)
+    handled = await handle(conn, access_decider, _intent(command, actor), before_append=write_row)
+    if isinstance(handled.decision, Rejection):
+        return None
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
     row = await cur.fetchone()
     return None if row is None else _key(row)
 

@@ -26,6 +26,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str | None,
         Meta(description="PostgreSQL URL; unset: an embedded server under SMSQ_DATA_DIR"),
     ] = None
+    owner_url: Annotated[
+        str | None,
+        Meta(
+            description="PostgreSQL URL of the schema's owner, for migrations, replays and keys;"
+            " unset: SMSQ_DATABASE_URL (then the service switches to smsq_service after migrating)"
+        ),
+    ] = None
+    seal_key_file: Annotated[
+        Path | None,
+        Meta(
+            description="Ed25519 private key (PEM, mode 0600) that signs the seals; unset:"
+            " seal-key.pem under SMSQ_DATA_DIR, made on first start"
+        ),
+    ] = None
     data_dir: Annotated[
         Path, Meta(description="where the embedded database and the media files live")
     ] = Path(platformdirs.user_data_dir("smsq"))
@@ -146,7 +160,7 @@ def _normalise(name: str, value: str) -> str:
 
 
 def _decode(type_: type, value: object) -> object:
-    if type_ is Path and isinstance(value, str):
+    if type_ in (Path, Path | None) and isinstance(value, str):
         return Path(value).expanduser()
     raise NotImplementedError
 

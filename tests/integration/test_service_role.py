@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,15 +18,11 @@ from projections.runner import catch_up
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
 
-GRANTS = Path(__file__).parents[2] / "migrations" / "service_role.sql"
-
 
 @pytest.fixture(scope="module")
 def url(databases: Databases) -> str:
-    url = databases.create()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(GRANTS.read_bytes())
-    return url
+    # The migrations make the role and grant it what it needs.
+    return databases.create()
 
 
 async def as_service(url: str) -> psycopg.AsyncConnection:

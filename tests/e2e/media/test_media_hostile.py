@@ -16,6 +16,7 @@ from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
 from api.http.app import create_app
+from api.runtime.sealing import seal_key_path
 from api.runtime.settings import Settings
 from media.extent import trailing_bytes
 from tests.support import images
@@ -136,7 +137,8 @@ async def test_a_name_with_dot_dots_is_only_a_label(
     assert response.status_code == 201
     digest = hashlib.sha256(data).hexdigest()
     assert await media.names() == [key(digest)]
-    assert media.files_beside(settings.data_dir.parent) == []
+    # (The one other file is the key that signs the seals.)
+    assert media.files_beside(settings.data_dir.parent) == [seal_key_path(settings)]
     assert await blob_rows(pool, digest) == 1
 
 
