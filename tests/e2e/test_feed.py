@@ -238,14 +238,15 @@ async def test_a_client_that_never_reads_is_dropped_with_its_memory(
         while await followers(client) > 0:
             assert time.monotonic() < deadline, "the server kept a client that did not read"
             await asyncio.sleep(0.2)
-        # What it was sent is what the buffers took, not the whole flood.
+        # What it was sent is what the socket buffers took, far from the whole
+        # flood (each event is some 650 bytes as a server-sent event).
         sock.settimeout(2)
         received = 0
         with contextlib.suppress(TimeoutError):
             while chunk := sock.recv(65536):
                 received += len(chunk)
         sock.close()
-        assert 0 < received < written * 100
+        assert 0 < received < written * 300
         # The server serves on, and a client that reads gets the flood.
         async with client.stream("GET", "/events/stream?after=0&type=SmsReceived") as response:
             assert response.status_code == 200
