@@ -113,7 +113,6 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
         sending.result()
 
     gone = asyncio.create_task(_gone(receive))
-    services.metrics.feed_followers.inc()
     feed = services.feed
     quiet = services.settings.feed_heartbeat
     write_timeout = services.settings.feed_write_timeout
@@ -143,7 +142,6 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
         return
     finally:
         gone.cancel()
-        services.metrics.feed_followers.dec()
     with contextlib.suppress(Exception):
         await send(_body(b"", more=False))
 

@@ -40,6 +40,20 @@ from projections.lag import LogHealth, read_health
 from projections.sealer import NAME as SEALER
 
 
+class _Following:
+    """Clients this process's live-feed reader hands events to, counted when asked."""
+
+    def __init__(self, followers: int) -> None:
+        self.followers = followers
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "smsq_feed_followers",
+            "Clients following GET /events/stream from the process that answered",
+            value=self.followers,
+        )
+
+
 class _Snapshot:
     """What the database says, as Prometheus metric families."""
 
@@ -166,7 +180,9 @@ async def metrics(
         return Response(summary, media_type="application/json")
     stored = CollectorRegistry()
     stored.register(_Snapshot(counters, health))
-    body = generate_latest(stored) + services.metrics.exposition()
+    here = CollectorRegistry()
+    here.register(_Following(services.feed.followers))
+    body = generate_latest(stored) + generate_latest(here) + services.metrics.exposition()
     return Response(body, media_type=EXPOSITION)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -50,12 +50,6 @@ class ProcessMetrics:
             "smsq_consistency_timeouts",
             "Reads with a Consistency-Token answered 503: the read model did not pass it in time",
             registry=self.registry,
-        )
-        self.feed_followers = Gauge(
-            "smsq_feed_followers",
-            "Clients following GET /events/stream",
-            registry=self.registry,
-            multiprocess_mode="livesum",
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

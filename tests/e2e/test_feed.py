@@ -25,6 +25,7 @@ from tests.support.seed import copy_events, message_events
 from tests.support.servers import serving
 
 HEARTBEAT = 0.3
+WRITE_TIMEOUT = 5
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def feed_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "SMSQ_DATA_DIR": str(workdir / "data"),
         "SMSQ_LOG_LEVEL": "WARNING",
         "SMSQ_FEED_HEARTBEAT": str(HEARTBEAT),
-        "SMSQ_FEED_WRITE_TIMEOUT": "5",
+        "SMSQ_FEED_WRITE_TIMEOUT": str(WRITE_TIMEOUT),
     }
     with serving(env, workdir / "serve.log") as url:
         yield url
@@ -238,14 +239,19 @@ async def test_a_client_that_never_reads_is_dropped_with_its_memory(
         while await followers(client) > 0:
             assert time.monotonic() < deadline, "the server kept a client that did not read"
             await asyncio.sleep(0.2)
-        # What it was sent is what the socket buffers took, far from the whole
-        # flood (each event is some 650 bytes as a server-sent event).
+        # Still not reading, past the time the server waits on a stuck write.
+        await asyncio.sleep(WRITE_TIMEOUT + 2)
+        # What it was sent is what the socket buffers took and its queue held,
+        # far from the whole flood (some 650 bytes per event as sent), and then
+        # nothing more: no heart-beat either, its stream is over.
         sock.settimeout(2)
         received = 0
+        deadline = time.monotonic() + 30
         with contextlib.suppress(TimeoutError):
-            while chunk := sock.recv(65536):
+            while (chunk := sock.recv(65536)) and time.monotonic() < deadline:
                 received += len(chunk)
         sock.close()
+        assert time.monotonic() < deadline, "the server kept writing to it"
         assert 0 < received < written * 300
         # The server serves on, and a client that reads gets the flood.
         async with client.stream("GET", "/events/stream?after=0&type=SmsReceived") as response:
