@@ -30,6 +30,26 @@ function request()
    return wrk.format("GET", path)
 end
 
--- The statuses each thread saw, and the summary line the harness reads.
-local here = debug.getinfo(1, "S").source:sub(2):match("(.*/)") or "./"
-dofile(here .. "report.lua")
+function response(status, headers, body)
+   statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+   local counts = {}
+   for _, thread in ipairs(threads) do
+      local s = thread:get("statuses")
+      for code, n in pairs(s) do
+         counts[code] = (counts[code] or 0) + n
+      end
+   end
+   local parts = {}
+   for code, n in pairs(counts) do
+      parts[#parts + 1] = string.format('"%d": %d', code, n)
+   end
+   io.write(string.format(
+      'WRK_JSON {"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "errors": %d, "statuses": {%s}}\n',
+      summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+      latency:percentile(99) / 1e3,
+      summary.errors.connect + summary.errors.read + summary.errors.write
+         + summary.errors.timeout,
+      table.concat(parts, ", ")))
+end
