@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -57,17 +57,6 @@ class Place(msgspec.Struct, frozen=True, order=True):
 
     tx_id: int
     position: int
-
-
-D = TypeVar("D")
-
-
-class Recorded(msgspec.Struct, Generic[D], frozen=True):
-    """A decision as the log holds it: `place` is that of the last event it
-    wrote, or of the last one it was decided on when it wrote none."""
-
-    decision: D
-    place: Place
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -24,6 +24,7 @@ from litestar.types import (
     Send,
 )
 
+from api.http.problems import PROBLEM_JSON, FieldError, invalid
 from api.http.schemas import Event
 from api.http.services import Services
 from domain.events import EVENT_TYPES
@@ -81,15 +82,10 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         after, event_type = _where_from(scope)
     except _Refused as refused:
-        body = {
-            "type": "/problems/validation",
-            "title": "Unprocessable Content",
-            "status": 422,
-            "detail": f"invalid request: {refused.field}",
-            "errors": [{"field": refused.field, "message": refused.message}],
-        }
-        await send(_start(422, [(b"content-type", b"application/problem+json")]))
-        await send(_body(_encode(body), more=False))
+        # The same problem the other routes answer, sent by hand: this route is raw ASGI.
+        answer = invalid([FieldError(refused.field, refused.message)])
+        await send(_start(422, [(b"content-type", PROBLEM_JSON.encode())]))
+        await send(_body(_encode(answer.content), more=False))
         return
     await send(
         _start(
