@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -353,3 +354,44 @@ async def test_options_needs_a_key_but_any_live_key_will_do(
     answered = await keyed.options("/messages", headers=bearer(tokens["metrics"]))
     assert answered.status_code in (200, 204)
     assert "GET" in answered.headers["allow"]
+
+
+async def test_answers_that_carry_message_data_are_stored_by_no_cache(
+    keyed: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    every = bearer(tokens["all"])
+    sent = await keyed.post(
+        "/messages",
+        json={"from": random_phone(), "to": "+447911123456", "message": "hi"},
+        headers=every,
+    )
+    assert sent.status_code == 201
+    message = sent.headers["location"]
+    for path in (
+        "/messages",
+        message,
+        f"{message}/media",
+        f"{message}/events",
+        "/events",
+        "/audit/seals",
+    ):
+        answered = await keyed.get(path, headers=every)
+        assert answered.status_code == 200, (path, answered.text)
+        assert answered.headers["cache-control"] == "no-store", path
+    assert sent.headers["cache-control"] == "no-store"
+    assert "cache-control" not in (await keyed.get("/healthz")).headers
+
+
+async def test_the_access_log_names_the_client_and_the_key_tried_on_a_401(
+    fresh_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    made_up = f"smsq_abcdefabcdef_{SECRET}"
+    async with running(create_app(Settings(database_url=fresh_url))) as app:
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4242))
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            with caplog.at_level(logging.INFO, logger="smsq.access"):
+                assert (await client.get("/messages", headers=bearer(made_up))).status_code == 401
+    [line] = [r for r in caplog.records if r.name == "smsq.access"]
+    assert line.__dict__["client"] == "203.0.113.9"
+    assert line.__dict__["key_tried"] == "abcdefabcdef"
+    assert "from 203.0.113.9" in line.getMessage()

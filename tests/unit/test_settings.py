@@ -74,9 +74,7 @@ def test_the_statement_timeout_and_logging_settings() -> None:
         ({"SMSQ_LOG_FORMAT": "xml"}, "SMSQ_LOG_FORMAT"),
     ],
 )
-def test_bad_values_name_the_variable(
-    env: dict[str, str], message: str
-) -> None:
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("`", ".")):
         load_settings(env)
 
