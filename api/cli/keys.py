@@ -118,7 +118,7 @@ def _line(key: ApiKey) -> str:
     rate = "-" if key.rate is None else f"{key.rate.per_second:g}/s"
     return (
         f"{key.id:<12}  {','.join(key.scopes):<26}  {rate:<8}  {when(key.created_at):<20}"
-        f"  {when(key.revoked_at):<20}  {key.name}  {','.join(key.senders) or '-'}"
+        f"  {when(key.revoked_at):<20}  {','.join(key.senders) or '-'}  {key.name}"
     )
 
 

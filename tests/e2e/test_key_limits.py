@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from api.http.readiness import PROBE_EVERY
 from migrations import migrate
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases, OwnServer, cluster_dir
@@ -265,3 +267,34 @@ def test_with_no_key_made_a_peer_on_a_non_loopback_address_is_refused(
         "serve, from 10.77.0.1": 401,
         "granian on 10.77.0.1, from 10.77.0.1": 401,
     }
+
+
+def probes(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+        " WHERE query LIKE '%FROM schema_migrations%'"
+        " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_readiness_is_answered_from_a_probe_made_about_once_a_second(
+    counted: str, tmp_path: Path
+) -> None:
+    env = {
+        "SMSQ_DATABASE_URL": counted,
+        "SMSQ_DATA_DIR": str(tmp_path / "data"),
+        "SMSQ_RUN_PROJECTORS": "false",
+        "SMSQ_LOG_LEVEL": "WARNING",
+    }
+    with (
+        serving(env, tmp_path / "serve.log") as url,
+        psycopg.connect(counted, autocommit=True) as conn,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        before, started = probes(conn), time.monotonic()
+        answers = [client.get("/readyz") for _ in range(300)]
+        seconds = time.monotonic() - started
+        assert {a.status_code for a in answers} == {200}
+        assert probes(conn) - before <= seconds / PROBE_EVERY + 2
