@@ -38,6 +38,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.response import Response
 from litestar.routes import BaseRoute, HTTPRoute
+from litestar.types import Scope
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.http.context import actor_of
@@ -129,7 +130,7 @@ class Access:
             )
         return self._keys
 
-    def is_open(self, scope: dict[str, Any]) -> bool:
+    def is_open(self, scope: Scope) -> bool:
         """Whether a request without a key may be served: no key was ever made and it
         comes from this machine, not through a proxy."""
         return not self._live().any_made and from_this_machine(scope)
@@ -161,7 +162,7 @@ class Access:
         return key_limits.quota(bucket, key.rate, now)
 
 
-def from_this_machine(scope: dict[str, Any]) -> bool:
+def from_this_machine(scope: Scope) -> bool:
     """The peer is a loopback address and no proxy header says the request came
     from elsewhere."""
     client = scope.get("client")
@@ -214,7 +215,8 @@ def quota_headers(quota: Quota) -> dict[str, str]:
     }
 
 
-def require_scope(
+# Async though it awaits nothing: Litestar runs a synchronous guard in a thread.
+async def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """The app-level guard: 401 without a live key, 403 for one lacking the route's
@@ -225,7 +227,7 @@ def require_scope(
     access: Access = connection.app.state.services.access
     credential = _credential(connection)
     if credential is None:
-        if access.is_open(connection.scope):  # type: ignore[arg-type]
+        if access.is_open(connection.scope):
             return
         raise NotAuthorizedException(
             "this route needs Authorization: Bearer <key>; without one, the service answers"
