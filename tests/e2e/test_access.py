@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.http.access import Access
 from api.http.app import create_app
 from api.runtime.background import running_task
-from api.runtime.keys import SCOPES, create_key, revoke_key
+from api.runtime.keys import SCOPES, LiveKeys, create_key, live_keys, revoke_key
 from api.runtime.settings import Settings
 from projections.listener import Listener, listening
 from tests.support.asgi import running
@@ -241,7 +241,14 @@ async def test_loopback_is_open_until_the_first_key_and_stays_closed_after_revok
                 return (await client.get("/messages")).status_code == 401
 
             await until(closed, within=2)
-            assert (await client.get("/messages", headers=bearer(issued.token))).status_code == 200
+
+            async def admitted() -> bool:
+                response = await client.get("/messages", headers=bearer(issued.token))
+                return response.status_code == 200
+
+            # Closed the moment the notification arrives; the new key is admitted
+            # once the keys are reloaded, a query later.
+            await until(admitted, within=2)
             await revoke_key(conn, issued.key.id)
 
             async def refused() -> bool:
@@ -395,3 +402,40 @@ async def test_the_access_log_names_the_client_and_the_key_tried_on_a_401(
     assert line.__dict__["client"] == "203.0.113.9"
     assert line.__dict__["key_tried"] == "abcdefabcdef"
     assert "from 203.0.113.9" in line.getMessage()
+
+
+async def test_a_reload_under_way_when_a_key_is_revoked_does_not_bring_it_back(
+    fresh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queried, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_live_keys(conn: psycopg.AsyncConnection[Any]) -> LiveKeys:
+        found = await live_keys(conn)
+        queried.set()
+        await release.wait()
+        return found
+
+    async with (
+        await psycopg.AsyncConnection.connect(fresh_url, autocommit=True) as conn,
+        AsyncConnectionPool(fresh_url, min_size=1, max_size=2) as pool,
+    ):
+        issued = await create_key(conn, ["read"])
+        listener = Listener(fresh_url)
+        access = Access(pool, listener)
+        connected = asyncio.Event()
+        listener.on_connect(connected.set)
+        await access.load()
+        monkeypatch.setattr("api.http.access.live_keys", slow_live_keys)
+        async with listening(listener):
+            await connected.wait()
+            loading = asyncio.create_task(access.load())
+            await queried.wait()  # the reload has read the key as live...
+            await revoke_key(conn, issued.key.id)  # ...and the notification comes before it returns
+
+            async def distrusted() -> bool:
+                return access.verify(issued.token) is None
+
+            await until(distrusted, within=2)
+            release.set()
+            await loading
+            assert access.verify(issued.token) is None
