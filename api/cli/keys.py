@@ -105,7 +105,7 @@ def list_() -> None:
     """List keys (never their tokens)."""
     found = _run(list_keys)
     click.echo(
-        f"{'ID':<12}  {'SCOPES':<26}  {'RATE':<8}  {'CREATED':<20}  {'REVOKED':<20}  NAME  SENDERS"
+        f"{'ID':<12}  {'SCOPES':<26}  {'RATE':<8}  {'CREATED':<20}  {'REVOKED':<20}  SENDERS  NAME"
     )
     for key in found:
         click.echo(_line(key))

@@ -246,9 +246,9 @@ class MessagesController(Controller):
             **refusals(
                 MALFORMED
                 | {
+                    403: "The key lacks the 'write' scope, or may not send from this `from`",
                     408: "The body did not arrive within SMSQ_BODY_TIMEOUT seconds",
                     413: "The body is too large",
-                    403: "The key lacks the 'write' scope, or may not send from this `from`",
                     415: "The Content-Type is not JSON",
                     422: "A field is missing, extra or invalid (each is named), or the"
                     " Idempotency-Key was used with another body",
