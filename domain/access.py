@@ -19,12 +19,17 @@ STREAM = "access"
 
 
 class ApiKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """Version 2 added the key's own limits: `rate_per_second` (None: no rate of
+    its own) and `senders` (empty: any number)."""
+
     TYPE: ClassVar[str] = "ApiKeyCreated"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     key_id: str
     name: str
     scopes: tuple[str, ...]
+    rate_per_second: float | None
+    senders: tuple[str, ...]
     actor: str
     created_at: datetime
 
@@ -46,6 +51,8 @@ class CreateApiKey(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     scopes: tuple[str, ...]
     actor: str
+    rate_per_second: float | None = None
+    senders: tuple[str, ...] = ()
 
 
 class RevokeApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,8 +63,10 @@ class RevokeApiKey(msgspec.Struct, frozen=True, kw_only=True):
 AccessCommand = CreateApiKey | RevokeApiKey
 
 
-class Key(msgspec.Struct, frozen=True):
+class Key(msgspec.Struct, frozen=True, kw_only=True):
     scopes: tuple[str, ...]
+    rate_per_second: float | None = None
+    senders: tuple[str, ...] = ()
     revoked: bool = False
 
 
@@ -81,6 +90,8 @@ def decide(command: AccessCommand, keys: Keys, now: datetime) -> Sequence[Access
                 key_id=command.key_id,
                 name=command.name,
                 scopes=command.scopes,
+                rate_per_second=command.rate_per_second,
+                senders=command.senders,
                 actor=command.actor,
                 created_at=now,
             )
@@ -96,9 +107,11 @@ def decide(command: AccessCommand, keys: Keys, now: datetime) -> Sequence[Access
 def evolve(keys: Keys, event: AccessEvent) -> Keys:
     changed = dict(keys)
     if isinstance(event, ApiKeyCreated):
-        changed[event.key_id] = Key(event.scopes)
+        changed[event.key_id] = Key(
+            scopes=event.scopes, rate_per_second=event.rate_per_second, senders=event.senders
+        )
     else:
-        changed[event.key_id] = Key(keys[event.key_id].scopes, revoked=True)
+        changed[event.key_id] = msgspec.structs.replace(keys[event.key_id], revoked=True)
     return MappingProxyType(changed)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from domain.access import ApiKeyCreated
 from domain.events import LOGGED_TYPES, AnyEvent, MediaAttached
 
 Data = dict[str, Any]
@@ -72,6 +73,12 @@ def media_attached_format(data: Data) -> Data:
     if content_type not in FORMAT_OF:
         raise ValueError(f"{MediaAttached.TYPE} version 1 with content type {content_type!r}")
     return {**data, "format": FORMAT_OF[content_type]}
+
+
+@step(ApiKeyCreated.TYPE, 1)
+def api_key_created_limits(data: Data) -> Data:
+    """Version 1 keys had no limits of their own: no rate, any sender."""
+    return {**data, "rate_per_second": None, "senders": []}
 
 
 def _current(type_: str, schema_version: int) -> type[AnyEvent]:

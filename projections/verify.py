@@ -161,21 +161,24 @@ def _check_keys(report: Report, conn: psycopg.Connection[Any]) -> None:
     """Each key's row says what the `access` stream's events say, and each key
     in the events has its row (a row edited back to life shows here)."""
     keys: Keys = access_decider.initial
-    for type_, data in conn.execute(
-        "SELECT type, data::text FROM events WHERE stream_id = %s ORDER BY version", (STREAM,)
+    for type_, schema_version, data in conn.execute(
+        "SELECT type, schema_version, data::text FROM events WHERE stream_id = %s ORDER BY version",
+        (STREAM,),
     ):
-        cls = LOGGED_TYPES.get(type_)
         try:
-            event = msgspec.json.decode(data, type=cls) if cls else None
-        except msgspec.ValidationError:
+            event = upcasting.decode(type_, schema_version, data.encode())
+        except (msgspec.MsgspecError, upcasting.UnknownEventVersion, ValueError):
             continue  # reported with its position already
         if isinstance(event, ApiKeyCreated | ApiKeyRevoked) and (
             isinstance(event, ApiKeyCreated) or event.key_id in keys
         ):
             keys = access_decider.evolve(keys, event)
-    rows = conn.execute("SELECT id, scopes, revoked_at IS NOT NULL FROM api_keys ORDER BY id")
+    rows = conn.execute(
+        "SELECT id, scopes, rate_per_second, senders, revoked_at IS NOT NULL"
+        " FROM api_keys ORDER BY id"
+    )
     seen = set()
-    for key_id, scopes, revoked in rows:
+    for key_id, scopes, rate, senders, revoked in rows:
         seen.add(key_id)
         key = keys.get(key_id)
         if key is None:
@@ -186,6 +189,8 @@ def _check_keys(report: Report, conn: psycopg.Connection[Any]) -> None:
                 f"key {key_id}: its row's scopes {','.join(scopes)} are not its events'"
                 f" {','.join(key.scopes)}"
             )
+        if (rate, tuple(senders)) != (key.rate_per_second, key.senders):
+            report.faults.append(f"key {key_id}: its row's limits are not its events'")
         if revoked != key.revoked:
             said = "revoked" if key.revoked else "not revoked"
             report.faults.append(f"key {key_id}: its events say {said}, its row does not")

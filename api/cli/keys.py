@@ -12,6 +12,9 @@ import psycopg
 
 from api.cli.support import cli_settings, database, migrate_or_fail
 from api.runtime.keys import SCOPES, ApiKey, create_key, list_keys, parse_scopes, revoke_key
+from domain.errors import InvalidField
+from domain.key_limits import KeyRate
+from domain.phone import PhoneNumber
 
 T = TypeVar("T")
 
@@ -40,6 +43,23 @@ def _scopes(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...
         raise click.BadParameter(f"{error}; choose from {', '.join(SCOPES)}") from None
 
 
+def _rate(_: click.Context, __: click.Parameter, value: str | None) -> KeyRate | None:
+    if value is None:
+        return None
+    try:
+        return KeyRate.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _senders(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
+    numbers = (n.strip() for n in value.split(",") if n.strip())
+    try:
+        return tuple(dict.fromkeys(PhoneNumber.parse(n, "senders").e164 for n in numbers))
+    except InvalidField as error:
+        raise click.BadParameter(error.message) from None
+
+
 @click.group()
 def keys() -> None:
     """API keys: each token is shown once, when made; only its hash is stored."""
@@ -53,9 +73,25 @@ def keys() -> None:
     help=f"Comma-separated, from: {', '.join(SCOPES)}.",
 )
 @click.option("--name", default="", help="What the key is for (shown by `smsq keys list`).")
-def create(scopes: tuple[str, ...], name: str) -> None:
+@click.option(
+    "--rate",
+    callback=_rate,
+    help="The key's own request rate, N/s (a token bucket per serving process);"
+    " unset: only the senders' limit applies.",
+)
+@click.option(
+    "--senders",
+    default="",
+    callback=_senders,
+    help="Comma-separated E.164 numbers: the only ones the key may send from; unset: any.",
+)
+def create(
+    scopes: tuple[str, ...], name: str, rate: KeyRate | None, senders: tuple[str, ...]
+) -> None:
     """Make a key and print its token (the only time it is shown)."""
-    issued = _run(lambda conn: create_key(conn, scopes, name, actor=_actor()))
+    issued = _run(
+        lambda conn: create_key(conn, scopes, name, rate=rate, senders=senders, actor=_actor())
+    )
     click.echo(
         f"smsq: key {issued.key.id} made with scopes {','.join(scopes)}; store the token now,"
         " it cannot be shown again",
@@ -68,7 +104,9 @@ def create(scopes: tuple[str, ...], name: str) -> None:
 def list_() -> None:
     """List keys (never their tokens)."""
     found = _run(list_keys)
-    click.echo(f"{'ID':<12}  {'SCOPES':<26}  {'CREATED':<20}  {'REVOKED':<20}  NAME")
+    click.echo(
+        f"{'ID':<12}  {'SCOPES':<26}  {'RATE':<8}  {'CREATED':<20}  {'REVOKED':<20}  SENDERS  NAME"
+    )
     for key in found:
         click.echo(_line(key))
 
@@ -77,16 +115,17 @@ def _line(key: ApiKey) -> str:
     def when(moment: Any) -> str:
         return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
+    rate = "-" if key.rate is None else f"{key.rate.per_second:g}/s"
     return (
-        f"{key.id:<12}  {','.join(key.scopes):<26}  {when(key.created_at):<20}"
-        f"  {when(key.revoked_at):<20}  {key.name}"
+        f"{key.id:<12}  {','.join(key.scopes):<26}  {rate:<8}  {when(key.created_at):<20}"
+        f"  {when(key.revoked_at):<20}  {','.join(key.senders) or '-'}  {key.name}"
     )
 
 
 @keys.command()
 @click.argument("key_id")
 def revoke(key_id: str) -> None:
-    """Revoke a key: refused from then on (within SMSQ_AUTH_CACHE_SECONDS)."""
+    """Revoke a key: every serving process refuses it from then on."""
     key = _run(lambda conn: revoke_key(conn, key_id, actor=_actor()))
     if key is None:
         raise click.ClickException(f"no key {key_id}")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+import psycopg
 from anyio import CapacityLimiter
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from psycopg_pool import PoolTimeout
 
 from api.http.access import SCHEME, Access, DeclareSecurity, require_scope
 from api.http.audit import AuditController
@@ -25,15 +29,16 @@ from api.http.observe import RequestObserver
 from api.http.openapi import DeclareContract, answer_options
 from api.http.problems import exception_handlers
 from api.http.process_metrics import ProcessMetrics
+from api.http.readiness import Readiness
 from api.http.seals import SealsController
 from api.http.services import Services, provide_services
 from api.http.uploads import request_limit
-from api.runtime.background import background
+from api.runtime.background import background, running_task
 from api.runtime.logs import configure_logging
 from api.runtime.pooling import open_pool
 from api.runtime.process import freeze_start_up
 from api.runtime.sealing import load_or_create_key, seal_key_path
-from api.runtime.settings import Settings, is_loopback, load_settings
+from api.runtime.settings import Settings, load_settings
 from commands.group_commit import GroupCommitter
 from commands.notify import Notifier
 from commands.receive_sms import receive_batch
@@ -69,10 +74,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 concurrency=settings.batch_concurrency,
                 on_commit=notifier.poke,
             )
-            access = Access(
-                pool, loopback=is_loopback(settings.host), ttl=settings.auth_cache_seconds
-            )
             listener = Listener(url)
+            access = Access(pool, listener)
+            readiness = Readiness(pool, settings.db_timeout)
             progress = Progress(pool, listener)
             feed = LogFeed(url, listener)
             stack.push_async_callback(feed.aclose)
@@ -86,7 +90,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 decoders=CapacityLimiter(DECODERS),
                 progress=progress,
                 feed=feed,
+                readiness=readiness,
             )
+            # Both are tried once before the first request, then kept fresh in the
+            # background: keys when one changes, readiness every second.
+            await asyncio.gather(_first(access.load(), "API keys not loaded"), readiness.probe())
+            await stack.enter_async_context(running_task(access.keep_loaded()))
+            await stack.enter_async_context(running_task(readiness.keep_probing()))
             if settings.run_projectors:
                 sealer = Sealer(load_or_create_key(seal_key_path(settings)))
                 await stack.enter_async_context(background(url, pool, listener, sealer))
@@ -150,6 +160,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Outermost, so that requests matching no route are counted and logged too.
     app.asgi_handler = RequestObserver(app.asgi_handler, counted)
     return app
+
+
+async def _first(load: Coroutine[Any, Any, None], failed: str) -> None:
+    try:
+        await load
+    except (psycopg.Error, PoolTimeout) as error:
+        log.warning("%s: %s; trying again in the background", failed, error)
 
 
 def app_from_env() -> Litestar:

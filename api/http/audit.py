@@ -13,6 +13,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, QueryParameter
 
 from api.http.consistency import CONSISTENCY, ConsistencyToken, await_log
+from api.http.openapi import NO_STORE
 from api.http.problems import (
     BIGINT,
     EXACT_BIGINT,
@@ -42,6 +43,7 @@ class LogPage(msgspec.Struct):
 class AuditController(Controller):
     tags = ("audit",)
     opt = {"scope": "audit"}  # noqa: RUF012 (Litestar's layer attribute)
+    cache_control = NO_STORE
 
     @get(
         "/messages/{message_id:uuid}/events",

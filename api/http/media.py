@@ -27,7 +27,7 @@ from litestar.params import FromPath
 from api.http.consistency import HEADER, WRITTEN, ConsistencyToken, place_of, token_of
 from api.http.context import request_metadata
 from api.http.messages import load_message
-from api.http.openapi import Documented
+from api.http.openapi import NO_STORE, Documented
 from api.http.problems import MALFORMED, UNAVAILABLE, Refusal, refusals
 from api.http.schemas import Media, MediaList
 from api.http.services import Services
@@ -78,6 +78,7 @@ class UploadOperation(Documented):
 class MessageMediaController(Controller):
     path = "/messages/{message_id:uuid}/media"
     tags = ("media",)
+    cache_control = NO_STORE
 
     @post(
         "/",

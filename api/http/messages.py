@@ -19,6 +19,7 @@ from litestar.openapi.spec import Link, Reference
 from litestar.params import Body, FromPath, HeaderParameter, QueryParameter
 from uuid_utils.compat import uuid7
 
+from api.http.access import quota_headers, sender_refused
 from api.http.consistency import (
     CONSISTENCY,
     HEADER,
@@ -29,7 +30,7 @@ from api.http.consistency import (
     token_of,
 )
 from api.http.context import actor_of, request_metadata
-from api.http.openapi import QUOTA, Documented
+from api.http.openapi import NO_STORE, QUOTA, Documented
 from api.http.problems import (
     BIGINT,
     EXACT_BIGINT,
@@ -50,6 +51,7 @@ from commands.receive_sms import IdempotencyKey, KeyReuse, NewMessage, ReceiveRe
 from domain.commands import ReceiveSms
 from domain.errors import InvalidCommand
 from domain.events import SmsReceived, stream_of
+from domain.key_limits import tighter
 from domain.message import Status, fold
 from domain.phone import PhoneNumber
 from domain.sender import Duplicate, OverRateLimit, Quota
@@ -94,12 +96,9 @@ def _field_errors(body: bytes) -> list[FieldError]:
     return [FieldError("body", "does not match the declared schema")]
 
 
-def _quota_headers(quota: Quota) -> dict[str, str]:
-    return {
-        "RateLimit-Limit": str(quota.limit),
-        "RateLimit-Remaining": str(quota.remaining),
-        "RateLimit-Reset": str(quota.reset_after),
-    }
+def _limits(sender: Quota, key: Quota | None) -> dict[str, str]:
+    """The RateLimit-* headers of the tighter of the sender's quota and the key's."""
+    return quota_headers(sender if key is None else tighter(sender, key))
 
 
 class Found(msgspec.Struct, frozen=True):
@@ -158,7 +157,7 @@ async def _replay(services: Services, outcome: Replay) -> Response[Message]:
     )
     # The quota headers as the first answer sent them, Reset included: a replay
     # repeats that answer; it does not take or report the quota anew.
-    quota = {} if outcome.quota is None else _quota_headers(outcome.quota)
+    quota = {} if outcome.quota is None else quota_headers(outcome.quota)
     headers = quota | {
         "Location": f"/messages/{outcome.message_id}",
         "Idempotent-Replayed": "true",
@@ -231,6 +230,7 @@ _SENT = [
 class MessagesController(Controller):
     path = "/messages"
     tags = ("messages",)
+    cache_control = NO_STORE
 
     @post(
         "/",
@@ -246,12 +246,14 @@ class MessagesController(Controller):
             **refusals(
                 MALFORMED
                 | {
+                    403: "The key lacks the 'write' scope, or may not send from this `from`",
                     408: "The body did not arrive within SMSQ_BODY_TIMEOUT seconds",
                     413: "The body is too large",
                     415: "The Content-Type is not JSON",
                     422: "A field is missing, extra or invalid (each is named), or the"
                     " Idempotency-Key was used with another body",
-                    429: "The sender has stored 5 messages in the last 60 seconds",
+                    429: "The sender has stored 5 messages in the last 60 seconds, or the key"
+                    " has used its request rate; `RateLimit-*` name the tighter limit",
                 }
                 | UNAVAILABLE
             ),
@@ -272,6 +274,12 @@ class MessagesController(Controller):
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Message]:
         command = ReceiveSms.create(uuid7(), data.from_, data.to, data.message)
+        # This answer names the key's quota itself (the access log's observer
+        # would add it to answers that do not).
+        key_quota: Quota | None = request.scope["state"].pop("key_quota", None)
+        refused = sender_refused(request, command.from_.e164)
+        if refused is not None:
+            return refused
         key = None
         if idempotency_key is not None:
             digest = hashlib.sha256(
@@ -284,7 +292,7 @@ class MessagesController(Controller):
 
         if isinstance(outcome, NewMessage):
             event = outcome.event
-            headers = _quota_headers(outcome.quota) | {
+            headers = _limits(outcome.quota, key_quota) | {
                 "Location": f"/messages/{event.message_id}",
                 HEADER: token_of(outcome.place),
             }
@@ -292,7 +300,7 @@ class MessagesController(Controller):
         if isinstance(outcome, Duplicate):
             services.metrics.duplicates.inc()
             original = await _existing(services, outcome.original)
-            headers = _quota_headers(outcome.quota) | {
+            headers = _limits(outcome.quota, key_quota) | {
                 "Location": f"/messages/{original.message.id}",
                 HEADER: token_of(original.place),
             }
@@ -304,7 +312,8 @@ class MessagesController(Controller):
                 f"{command.from_.e164} has sent {outcome.quota.limit} messages in the last "
                 f"60 seconds; retry in {outcome.retry_after} s",
                 slug="rate-limited",
-                headers=_quota_headers(outcome.quota) | {"Retry-After": str(outcome.retry_after)},
+                headers=_limits(outcome.quota, key_quota)
+                | {"Retry-After": str(outcome.retry_after)},
             )
         if isinstance(outcome, Replay):
             return await _replay(services, outcome)

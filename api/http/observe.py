@@ -16,6 +16,7 @@ import uuid_utils
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http.access import quota_headers
 from api.http.context import ANONYMOUS
 from api.http.process_metrics import ProcessMetrics
 
@@ -34,6 +35,21 @@ def _request_id(scope: Scope) -> str:
                 return value.decode()
             break
     return str(uuid_utils.uuid7())
+
+
+def _client(scope: Scope) -> str | None:
+    """The peer's address as the server saw it (a proxy's, behind one)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def _key_quota(state: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The key's RateLimit-* headers, for an answer that names no quota of its own
+    (POST /messages names the tighter of the key's and the sender's itself)."""
+    quota = state.pop("key_quota", None)
+    if quota is None:
+        return []
+    return [(name.lower().encode(), value.encode()) for name, value in quota_headers(quota).items()]
 
 
 class RequestObserver:
@@ -56,7 +72,7 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echoed]
+                message["headers"] = [*message.get("headers", ()), echoed, *_key_quota(state)]
             await send(message)
 
         try:
@@ -67,12 +83,14 @@ class RequestObserver:
             method = scope["method"]
             self._metrics.observe(method, route, status, seconds)
             if log.isEnabledFor(logging.INFO):
+                client = _client(scope)
                 log.info(
-                    "%s %s %d %.1f ms",
+                    "%s %s %d %.1f ms from %s",
                     method,
                     route,
                     status,
                     seconds * 1000,
+                    client,
                     extra={
                         "request_id": request_id,
                         "method": method,
@@ -81,5 +99,7 @@ class RequestObserver:
                         "status": status,
                         "duration_ms": round(seconds * 1000, 3),
                         "actor": state.get("actor", ANONYMOUS),
+                        "client": client,
+                        **({"key_tried": state["key_tried"]} if "key_tried" in state else {}),
                     },
                 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from litestar import Request, Response
+from litestar.datastructures import CacheControlHeader
 from litestar.openapi.spec import (
     Link,
     OpenAPIHeader,
@@ -37,10 +38,14 @@ _CHALLENGE = OpenAPIHeader(
 )
 _RETRY_AFTER = "Retry-After"
 QUOTA = {
-    "RateLimit-Limit": "Messages one sender may store in any 60-second window.",
+    "RateLimit-Limit": "Of the sender's limit (messages stored in any 60-second window) and"
+    " the key's (requests at once, refilled at its rate), the tighter: requests allowed.",
     "RateLimit-Remaining": "Of those, how many are left now.",
-    "RateLimit-Reset": "Seconds until the oldest of the window's messages leaves it.",
+    "RateLimit-Reset": "Seconds until the sender's oldest message leaves the window, or"
+    " until the key's bucket is full again.",
 }
+# Answers that carry message data are kept by no cache, shared or private.
+NO_STORE = CacheControlHeader(no_store=True)
 
 # Error answers carry these headers whatever the operation.
 _ERROR_HEADERS: dict[str, dict[str, OpenAPIHeader]] = {
@@ -48,7 +53,7 @@ _ERROR_HEADERS: dict[str, dict[str, OpenAPIHeader]] = {
     "403": {"WWW-Authenticate": _CHALLENGE},
     "429": {
         _RETRY_AFTER: OpenAPIHeader(
-            schema=_SECONDS, description="Whole seconds until a slot frees.", required=True
+            schema=_SECONDS, description="Whole seconds until a request may succeed.", required=True
         ),
         **{
             name: OpenAPIHeader(schema=_SECONDS, description=description, required=True)

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 
+from api.http.openapi import NO_STORE
 from api.http.problems import (
     BIGINT,
     EXACT_BIGINT,
@@ -49,6 +50,7 @@ class SealsController(Controller):
     path = "/audit"
     tags = ("audit",)
     opt = {"scope": "audit"}  # noqa: RUF012 (Litestar's layer attribute)
+    cache_control = NO_STORE
 
     @get(
         "/seals",

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.http.access import Access
 from api.http.process_metrics import ProcessMetrics
+from api.http.readiness import Readiness
 from api.runtime.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
@@ -30,6 +31,7 @@ class Services:
     metrics: ProcessMetrics
     progress: Progress
     feed: LogFeed
+    readiness: Readiness
 
 
 def provide_services(state: State) -> Services:

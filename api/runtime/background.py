@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -58,3 +58,15 @@ async def background(
             await asyncio.wait_for(asyncio.gather(*running, pruning), 10)
         except TimeoutError:
             log.warning("projectors did not stop within 10 s")
+
+
+@asynccontextmanager
+async def running_task(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` as a task for the duration; it is cancelled on exit."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

@@ -1,9 +1,12 @@
 """API keys: made, listed and revoked here; only a hash of each token is stored.
 
-A token reads `smsq_<id>_<secret>`: the id finds the row by its primary key,
-then the token's SHA-256 is compared with the stored one in constant time.
-The secret is 256 random bits, so nobody can guess it or reverse its hash;
-a slow password hash would add tens of milliseconds per request and no safety.
+A token reads `smsq_<id>_<secret>`: the id finds the key, then the token's
+SHA-256 is compared with the stored one in constant time. The secret is 256
+random bits, so nobody can guess it or reverse its hash; a slow password hash
+would add tens of milliseconds per request and no safety.
+
+Making or revoking a key notifies `CHANNEL` in the same transaction: each
+serving process holds the live keys in memory and reloads them when told.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from domain.access import (
 )
 from domain.decider import Rejection
 from domain.events import EventMetadata
+from domain.key_limits import KeyRate
 
 SCOPES = ("write", "read", "audit", "metrics")
+CHANNEL = "smsq_keys"
 
 _TOKEN = re.compile(r"^smsq_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
 
@@ -43,6 +48,8 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
     scopes: tuple[str, ...]
+    rate: KeyRate | None
+    senders: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -53,11 +60,14 @@ class Issued(msgspec.Struct, frozen=True):
 
 
 class StoredKey(msgspec.Struct, frozen=True):
-    """What verifying a token needs: the hash to compare and the scopes to grant."""
+    """What verifying a token needs: the hash to compare, the scopes to grant and
+    the key's own limits."""
 
     id: str
     token_sha256: bytes
     scopes: frozenset[str]
+    rate: KeyRate | None = None
+    senders: frozenset[str] = frozenset()
 
     def matches(self, token: str) -> bool:
         return hmac.compare_digest(self.token_sha256, digest(token))
@@ -83,13 +93,23 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     return scopes
 
 
-_COLUMNS = "id, name, scopes, created_at, revoked_at"
+_COLUMNS = "id, name, scopes, rate_per_second, senders, created_at, revoked_at"
+
+
+def _rate(per_second: float | None) -> KeyRate | None:
+    return None if per_second is None else KeyRate(per_second)
 
 
 def _key(row: tuple[Any, ...]) -> ApiKey:
-    key_id, name, scopes, created_at, revoked_at = row
+    key_id, name, scopes, rate, senders, created_at, revoked_at = row
     return ApiKey(
-        id=key_id, name=name, scopes=tuple(scopes), created_at=created_at, revoked_at=revoked_at
+        id=key_id,
+        name=name,
+        scopes=tuple(scopes),
+        rate=_rate(rate),
+        senders=tuple(senders),
+        created_at=created_at,
+        revoked_at=revoked_at,
     )
 
 
@@ -101,27 +121,50 @@ def _intent(command: AccessCommand, actor: str) -> Intent[AccessCommand]:
     )
 
 
+async def _notify(conn: psycopg.AsyncConnection[Any], key_id: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key_id))
+
+
 async def create_key(
     conn: psycopg.AsyncConnection[Any],
     scopes: Iterable[str],
     name: str = "",
     *,
+    rate: KeyRate | None = None,
+    senders: Iterable[str] = (),
     actor: str = "operator",
 ) -> Issued:
     """Make a key: its ApiKeyCreated event (no secret in it) and its row, in one
     transaction. `conn` must be in autocommit mode."""
     key_id = secrets.token_hex(6)
     token = f"smsq_{key_id}_{secrets.token_urlsafe(32)}"
-    command = CreateApiKey(key_id=key_id, name=name, scopes=tuple(scopes), actor=actor)
+    command = CreateApiKey(
+        key_id=key_id,
+        name=name,
+        scopes=tuple(scopes),
+        rate_per_second=None if rate is None else rate.per_second,
+        senders=tuple(senders),
+        actor=actor,
+    )
 
     async def write_row(conn: psycopg.AsyncConnection[Any], events: Sequence[AccessEvent]) -> None:
         [created] = events
         assert isinstance(created, ApiKeyCreated)
         await conn.execute(
-            "INSERT INTO api_keys (id, name, scopes, token_sha256, created_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (key_id, name, list(created.scopes), digest(token), created.created_at),
+            "INSERT INTO api_keys"
+            " (id, name, scopes, rate_per_second, senders, token_sha256, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                key_id,
+                name,
+                list(created.scopes),
+                created.rate_per_second,
+                list(created.senders),
+                digest(token),
+                created.created_at,
+            ),
         )
+        await _notify(conn, key_id)
 
     handled = await handle(conn, access_decider, _intent(command, actor), before_append=write_row)
     if isinstance(handled.decision, Rejection):
@@ -149,6 +192,7 @@ async def revoke_key(
         await conn.execute(
             "UPDATE api_keys SET revoked_at = %s WHERE id = %s", (revoked.revoked_at, key_id)
         )
+        await _notify(conn, key_id)
 
     command = RevokeApiKey(key_id=key_id, actor=actor)
     handled = await handle(conn, access_decider, _intent(command, actor), before_append=write_row)
@@ -159,14 +203,25 @@ async def revoke_key(
     return None if row is None else _key(row)
 
 
-async def find_key(conn: psycopg.AsyncConnection[Any], key_id: str) -> StoredKey | None:
-    """The key if it exists and is not revoked."""
+class LiveKeys(msgspec.Struct, frozen=True):
+    """Every key that may be used now, by id, and whether any key was ever made."""
+
+    by_id: dict[str, StoredKey]
+    any_made: bool
+
+
+async def live_keys(conn: psycopg.AsyncConnection[Any]) -> LiveKeys:
     cur = await conn.execute(
-        "SELECT token_sha256, scopes FROM api_keys WHERE id = %s AND revoked_at IS NULL",
-        (key_id,),
+        "SELECT id, token_sha256, scopes, rate_per_second, senders, revoked_at IS NULL"
+        " FROM api_keys"
     )
-    row = await cur.fetchone()
-    return None if row is None else StoredKey(key_id, bytes(row[0]), frozenset(row[1]))
+    rows = await cur.fetchall()
+    by_id = {
+        key_id: StoredKey(key_id, bytes(sha), frozenset(scopes), _rate(rate), frozenset(senders))
+        for key_id, sha, scopes, rate, senders, live in rows
+        if live
+    }
+    return LiveKeys(by_id, any_made=bool(rows))
 
 
 async def any_key_made(conn: psycopg.AsyncConnection[Any]) -> bool:

@@ -7,6 +7,7 @@ import select
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from api.runtime.settings import Settings
@@ -43,7 +44,19 @@ def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool
         kwargs={
             "autocommit": True,
             # A transaction left open anywhere holds every projector back
-            # (readers stay below the oldest one in flight): cut it off.
-            "options": "-c idle_in_transaction_session_timeout=10000",
+            # (readers stay below the oldest one in flight): cut it off. And
+            # no statement of a request may hold a connection without end.
+            # Added to the URL's own options (a role to switch to, say), which
+            # an `options` here would otherwise replace.
+            "options": " ".join(
+                filter(
+                    None,
+                    (
+                        str(conninfo_to_dict(url).get("options") or ""),
+                        "-c idle_in_transaction_session_timeout=10000",
+                        f"-c statement_timeout={round(settings.statement_timeout * 1000)}",
+                    ),
+                )
+            ),
         },
     )

@@ -59,6 +59,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_timeout: Annotated[
         float, Meta(gt=0, description="seconds to wait for the database before answering 503")
     ] = 5.0
+    statement_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="seconds a statement of the service's pool may run before PostgreSQL"
+            " cancels it",
+        ),
+    ] = 30.0
     batch_max: Annotated[
         int, Positive, Meta(description="most POST /messages committed in one transaction")
     ] = 64
@@ -110,15 +118,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Literal["json", "text"],
         Meta(description="log lines as JSON objects (one per line) or as plain text"),
     ] = "json"
-    auth_cache_seconds: Annotated[
-        float,
-        Meta(
-            gt=0,
-            le=300,
-            description="seconds a verified API key is trusted before it is looked up again"
-            " (a revoked key stops working within this time)",
-        ),
-    ] = 5.0
 
 
 class SettingsError(ValueError):

@@ -8,7 +8,8 @@ import psycopg
 import pytest
 
 from api.cli.support import as_role
-from api.runtime.keys import create_key, revoke_key
+from api.runtime.keys import CHANNEL, create_key, revoke_key
+from domain.key_limits import KeyRate
 from migrations import available, migrate
 from projections.verify import verify
 from tests.support.postgres import Databases
@@ -62,17 +63,44 @@ async def test_making_and_revoking_a_key_appends_its_events_and_never_the_secret
         ("UPDATE api_keys SET revoked_at = NULL", "its events say revoked, its row does not"),
         ("UPDATE api_keys SET scopes = '{read,write,audit,metrics}'", "its row's scopes"),
         ("DELETE FROM api_keys", "made by its events, but its row is gone"),
+        ("UPDATE api_keys SET rate_per_second = 1000", "its row's limits are not its events'"),
+        ("UPDATE api_keys SET senders = '{}'", "its row's limits are not its events'"),
     ],
 )
 async def test_verify_reports_a_key_row_that_disagrees_with_its_events(
     url: str, edit: str, fault: str
 ) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        issued = await create_key(conn, ["read"])
+        issued = await create_key(conn, ["read"], rate=KeyRate(5), senders=["+14155550100"])
         await revoke_key(conn, issued.key.id)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(edit.encode())
     assert [f for f in audit(url) if f.startswith(f"key {issued.key.id}: {fault}")]
+
+
+async def test_a_keys_limits_are_in_its_event_and_its_row_and_it_is_announced(
+    url: str,
+) -> None:
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as listener,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+    ):
+        await listener.execute(f"LISTEN {CHANNEL}")
+        issued = await create_key(
+            conn, ["write"], rate=KeyRate(2.5), senders=["+14155550100", "+447911123456"]
+        )
+        await revoke_key(conn, issued.key.id)
+        told = []
+        async for note in listener.notifies(timeout=5, stop_after=2):
+            told.append(note.payload)
+    assert told == [issued.key.id, issued.key.id]
+    assert (issued.key.rate, issued.key.senders) == (
+        KeyRate(2.5),
+        ("+14155550100", "+447911123456"),
+    )
+    (_, data, _), _ = access_events(url)
+    assert (data["rate_per_second"], data["senders"]) == (2.5, ["+14155550100", "+447911123456"])
+    assert audit(url) == []
 
 
 async def test_verify_reports_a_key_row_made_without_its_event(url: str) -> None:

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from uuid_utils.compat import uuid7
 
 from commands.event_store import read_stream
+from domain.access import ApiKeyCreated
 from domain.events import EVENT_TYPES, Event, MediaAttached, SmsProcessed, SmsReceived, stream_of
 from domain.upcasting import FORMAT_OF, STEPS, UnknownEventVersion, upcast
 from projections.catalog import projectors
@@ -52,6 +53,15 @@ CURRENT: list[Event] = [
 
 # Data of every older version some step reads, as that version wrote it.
 OLDER: dict[tuple[str, int], list[dict[str, Any]]] = {
+    (ApiKeyCreated.TYPE, 1): [
+        {
+            "key_id": "abcdefabcdef",
+            "name": "",
+            "scopes": ["read"],
+            "actor": "migration",
+            "created_at": "2026-11-24T10:15:02.123Z",
+        }
+    ],
     (MediaAttached.TYPE, 1): [
         as_version_1(
             MediaAttached(

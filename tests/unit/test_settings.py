@@ -61,21 +61,20 @@ def test_help_lists_every_setting_with_its_default() -> None:
     assert "SMSQ_PORT: port `smsq serve` listens on [default: 8000]" in text
 
 
-def test_the_access_and_logging_settings() -> None:
-    settings = load_settings({"SMSQ_AUTH_CACHE_SECONDS": "2.5", "SMSQ_LOG_FORMAT": "TEXT"})
-    assert (settings.auth_cache_seconds, settings.log_format) == (2.5, "text")
-    assert load_settings({}).log_format == "json"
+def test_the_statement_timeout_and_logging_settings() -> None:
+    settings = load_settings({"SMSQ_STATEMENT_TIMEOUT": "2.5", "SMSQ_LOG_FORMAT": "TEXT"})
+    assert (settings.statement_timeout, settings.log_format) == (2.5, "text")
+    assert (load_settings({}).log_format, load_settings({}).statement_timeout) == ("json", 30.0)
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"SMSQ_AUTH_CACHE_SECONDS": "0"}, "SMSQ_AUTH_CACHE_SECONDS: Expected `float` > 0"),
-        ({"SMSQ_AUTH_CACHE_SECONDS": "3600"}, "SMSQ_AUTH_CACHE_SECONDS: Expected `float` <= 300"),
+        ({"SMSQ_STATEMENT_TIMEOUT": "0"}, "SMSQ_STATEMENT_TIMEOUT: Expected `float` > 0"),
         ({"SMSQ_LOG_FORMAT": "xml"}, "SMSQ_LOG_FORMAT"),
     ],
 )
-def test_bad_access_and_logging_values_name_the_variable(env: dict[str, str], message: str) -> None:
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("`", ".")):
         load_settings(env)
 
@@ -91,13 +90,13 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
 def test_the_command_line_names_a_bad_setting_and_a_misspelt_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SMSQ_AUTH_CACHE_SECONDS", "0")
+    monkeypatch.setenv("SMSQ_STATEMENT_TIMEOUT", "0")
     monkeypatch.setenv("SMSQ_LOG_LEVL", "DEBUG")
     result = CliRunner().invoke(main, ["migrate"])
     assert result.exit_code == 1
     assert "smsq: warning: SMSQ_LOG_LEVL is not a setting and is ignored (did you mean" in (
         result.output
     )
-    assert "Error: invalid setting: SMSQ_AUTH_CACHE_SECONDS: Expected `float` > 0.0" in (
+    assert "Error: invalid setting: SMSQ_STATEMENT_TIMEOUT: Expected `float` > 0.0" in (
         result.output
     )

@@ -9,7 +9,16 @@ import pytest
 from PIL import Image as Pillow
 from uuid_utils.compat import uuid7
 
-from domain.events import EVENT_TYPES, Event, MediaAttached, SmsProcessed, SmsReceived
+from domain.access import ApiKeyCreated
+from domain.events import (
+    EVENT_TYPES,
+    LOGGED_TYPES,
+    AnyEvent,
+    Event,
+    MediaAttached,
+    SmsProcessed,
+    SmsReceived,
+)
 from domain.upcasting import FORMAT_OF, STEPS, UnknownEventVersion, decode, upcast
 from media.probe import CONTENT_TYPES
 from tests.support.versions import as_version_1
@@ -64,14 +73,33 @@ def test_an_unknown_type_is_refused_by_name() -> None:
         decode("SmsLost", 1, b"{}")
 
 
-@pytest.mark.parametrize("kind", EVENT_TYPES.values(), ids=lambda k: k.TYPE)
-def test_every_older_version_has_one_step_to_the_next(kind: type[Event]) -> None:
+@pytest.mark.parametrize("kind", LOGGED_TYPES.values(), ids=lambda k: k.TYPE)
+def test_every_older_version_has_one_step_to_the_next(kind: type[AnyEvent]) -> None:
     versions = sorted(v for t, v in STEPS if t == kind.TYPE)
     assert versions == list(range(1, kind.SCHEMA_VERSION))
 
 
 def test_every_step_is_of_a_known_type() -> None:
-    assert {t for t, _ in STEPS} <= set(EVENT_TYPES)
+    assert {t for t, _ in STEPS} <= set(LOGGED_TYPES)
+
+
+def test_a_version_1_key_reads_as_one_with_no_limits_of_its_own() -> None:
+    stored = {
+        "key_id": "abcdefabcdef",
+        "name": "ci",
+        "scopes": ["read", "write"],
+        "actor": "operator:alice",
+        "created_at": "2026-11-24T10:15:02.123Z",
+    }
+    assert decode(ApiKeyCreated.TYPE, 1, msgspec.json.encode(stored)) == ApiKeyCreated(
+        key_id="abcdefabcdef",
+        name="ci",
+        scopes=("read", "write"),
+        rate_per_second=None,
+        senders=(),
+        actor="operator:alice",
+        created_at=AT,
+    )
 
 
 @pytest.mark.parametrize(("content_type", "image_format"), sorted(FORMAT_OF.items()))
