@@ -10,7 +10,6 @@ from anyio import CapacityLimiter
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.http.access import SCHEME, Access, DeclareSecurity, require_scope
@@ -25,6 +24,7 @@ from api.http.observe import RequestObserver
 from api.http.openapi import DeclareContract, answer_options
 from api.http.problems import exception_handlers
 from api.http.process_metrics import ProcessMetrics
+from api.http.schema_page import PATH, schema_page, schema_router
 from api.http.seals import SealsController
 from api.http.services import Services, provide_services
 from api.http.uploads import request_limit
@@ -128,13 +128,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="smsq",
             version="1.0.0",
             description="Event-sourced SMS intake: every change is an event; queries read folds.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
-            # The document describes every route: readable by any key that may read.
-            # Kept out of the document it serves: it is not part of the API a client calls.
-            openapi_router=Router(
-                "/schema", opt={"scope": "read"}, route_handlers=[], include_in_schema=False
-            ),
+            path=PATH,
+            render_plugins=[schema_page()],
+            openapi_router=schema_router(),
             components=Components(
                 security_schemes={
                     SCHEME: SecurityScheme(
