@@ -23,7 +23,8 @@ ASSETS = "/assets"
 def _assets_dir() -> Path:
     # Found, not imported: the package's own module pulls in a web framework's glue.
     spec = importlib.util.find_spec("swagger_ui")
-    assert spec is not None and spec.origin is not None, "swagger-ui-py is not installed"
+    if spec is None or spec.origin is None:
+        raise RuntimeError("swagger-ui-py, which holds the /schema page's files, is not installed")
     return Path(spec.origin).parent / "static"
 
 
