@@ -27,6 +27,8 @@ from api.http.process_metrics import ProcessMetrics
 from api.http.schema_page import PATH, schema_page, schema_router
 from api.http.seals import SealsController
 from api.http.services import Services, provide_services
+from api.http.unread_body import DiscardUnreadBody
+from api.http.upload_limits import UploadGate
 from api.http.uploads import request_limit
 from api.runtime.background import background
 from api.runtime.logs import configure_logging
@@ -73,6 +75,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 pool, loopback=is_loopback(settings.host), ttl=settings.auth_cache_seconds
             )
             listener = Listener(url)
+            store = open_store(settings.media_url, settings.data_dir)
+            if store.directory is not None:
+                # Uploads are spooled there, and its free space is measured there.
+                store.directory.mkdir(parents=True, exist_ok=True)
             progress = Progress(pool, listener)
             feed = LogFeed(url, listener)
             stack.push_async_callback(feed.aclose)
@@ -82,8 +88,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 receive=receive,
                 access=access,
                 metrics=counted,
-                store=open_store(settings.media_url, settings.data_dir),
+                store=store,
                 decoders=CapacityLimiter(DECODERS),
+                uploads=UploadGate(
+                    settings.max_uploads_in_flight, settings.max_upload_bytes_in_flight
+                ),
                 progress=progress,
                 feed=feed,
             )
@@ -99,10 +108,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await notifier.close()
 
     # Uploads get a body limit of their own; every other route keeps the JSON one.
+    largest_upload = request_limit(settings.max_media_bytes)
     media = Router(
         "/",
         route_handlers=[MessageMediaController, media_file],
-        request_max_body_size=request_limit(settings.max_media_bytes),
+        request_max_body_size=largest_upload,
+        middleware=[DiscardUnreadBody(largest_upload, settings.body_timeout)],
     )
     app = Litestar(
         route_handlers=[
