@@ -70,7 +70,7 @@ class Upload:
             await self.flush()
 
     async def flush(self) -> None:
-        piece, self._piece = bytes(self._piece), bytearray()
+        piece, self._piece = self._piece, bytearray()
         await anyio.to_thread.run_sync(self.file.write, piece)
 
     def read(self) -> bytes:
