@@ -155,8 +155,9 @@ class MessageMediaController(Controller):
                 images=tuple(images),
                 max_media=settings.max_media_per_message,
             )
-            # The limit on images, decided on the state read before the body: a
-            # refused upload writes nothing. (Decided again under the lock below.)
+            # The limit on images, decided on the state read before the body, so
+            # that a refused upload writes nothing (the time is no part of it).
+            # The decision that counts is taken again under the stream's lock.
             _refuse(message_decider.decide(command, state, state.received_at))
             await _check_room(services, images)
             kept: set[str] = set()

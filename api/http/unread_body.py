@@ -34,7 +34,7 @@ class DiscardUnreadBody(ASGIMiddleware):
             return message
 
         await next_app(scope, tracked, send)
-        if not ended and self._declared(scope) <= self.largest:
+        if not ended and self._has_body(scope):
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._discard(receive)
@@ -51,12 +51,12 @@ class DiscardUnreadBody(ASGIMiddleware):
             if not message.get("more_body"):
                 return
 
-    @staticmethod
-    def _declared(scope: Scope) -> int:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    return int(value)
-                except ValueError:
-                    return 0
-        return 0
+    def _has_body(self, scope: Scope) -> bool:
+        """A body is coming that is worth reading to its end."""
+        headers = dict(scope["headers"])
+        if b"content-length" in headers:
+            try:
+                return 0 < int(headers[b"content-length"]) <= self.largest
+            except ValueError:
+                return False
+        return b"transfer-encoding" in headers

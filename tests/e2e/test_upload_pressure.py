@@ -95,6 +95,19 @@ async def test_uploads_past_the_cap_are_503_and_memory_stays_bounded(capped: Ser
     assert max(growth.values()) < GROWTH_BOUND, growth
 
 
+async def test_an_answer_given_before_the_body_reaches_the_client(capped: Server) -> None:
+    # The server answers 404 without reading the 5 MiB; unless it reads the rest
+    # and drops it, the connection is reset and the client never sees the answer.
+    async with httpx.AsyncClient(base_url=capped.url, timeout=30) as client:
+        unknown = await upload(
+            client, "0190b6a4-0000-7000-8000-000000000000", part(near_five_mib())
+        )
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["status"] == 404
+        # And the connection serves the next request.
+        assert (await client.get("/healthz")).status_code == 200
+
+
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """A 32 MiB file system of the test's own, for the media: a tmpfs."""
