@@ -64,13 +64,15 @@ class ObjectStore:
 
     async def put(self, sha256: str, source: BinaryIO) -> None:
         key = key_of(sha256)
-        # One PUT with its length: the image is read into memory for it (the
-        # uploads in flight per process are capped, so these are too).
-        data = await anyio.to_thread.run_sync(source.read)
+        data: bytes | None = None
         for attempt in range(ATTEMPTS):
             # Known bytes (the same image attached again) cost a HEAD, not an upload.
             if await self._exists(key):
                 return
+            if data is None:
+                # One PUT with its length: the image is read into memory for it
+                # (the uploads in flight per process are capped, so these are too).
+                data = await anyio.to_thread.run_sync(source.read)
             try:
                 # `If-None-Match: *`: the object is created only if no object has
                 # that name, so two uploads racing between the HEAD and the PUT

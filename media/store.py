@@ -2,7 +2,7 @@
 
 `MediaStore` is what the service needs of a store; `LocalStore` keeps the
 files in a directory (`ab/cd/<sha256>`), and `media.objects.ObjectStore` keeps
-them in an S3 bucket under the same names, behind the same two methods.
+them in an S3 bucket under the same names, behind the same interface.
 """
 
 from __future__ import annotations
