@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import os
 import statistics
 import tempfile
@@ -86,7 +87,7 @@ async def store_alone(label: str, store: MediaStore, images: list[bytes]) -> Run
     named = [(hashlib.sha256(data).hexdigest(), data) for data in images]
     started = time.perf_counter()
     for sha256, data in named:
-        await store.put(sha256, data)
+        await store.put(sha256, io.BytesIO(data))
     seconds = time.perf_counter() - started
     return Run(label, len(images), seconds, sum(map(len, images)))
 

@@ -8,7 +8,7 @@ so an image's URL answers as soon as the 201 is sent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -19,13 +19,39 @@ from domain.message import MessageState, message_decider
 
 # One row per sha256 however many messages share the bytes. Rows go in hash
 # order, so two uploads inserting overlapping sets wait on each other in the
-# same order and never deadlock.
+# same order and never deadlock. The bytes of the rows new to the table are
+# added to the store's usage; the usage row is locked only when there are some.
 _BLOBS = """
-INSERT INTO media_blobs (sha256, content_type, format, size, width, height)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[])
-ORDER BY 1
-ON CONFLICT (sha256) DO NOTHING
+WITH added AS (
+    INSERT INTO media_blobs (sha256, content_type, format, size, width, height)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[])
+    ORDER BY 1
+    ON CONFLICT (sha256) DO NOTHING
+    RETURNING size
+)
+UPDATE media_usage SET bytes = bytes + (SELECT sum(size) FROM added)
+WHERE EXISTS (SELECT FROM added)
 """
+
+# What the store holds, and how many of the given images' bytes it holds already.
+_USAGE = """
+SELECT (SELECT bytes FROM media_usage),
+       (SELECT coalesce(sum(size), 0) FROM media_blobs WHERE sha256 = ANY(%s))
+"""
+
+
+class Usage(NamedTuple):
+    stored: int
+    """Bytes of every image in the store."""
+    known: int
+    """Bytes of the images asked about that are among them."""
+
+
+async def media_usage(conn: psycopg.AsyncConnection[Any], sha256s: Sequence[str] = ()) -> Usage:
+    cur = await conn.execute(_USAGE, (list(sha256s),))
+    row = await cur.fetchone()
+    assert row is not None
+    return Usage(int(row[0]), int(row[1]))
 
 
 async def attach_media(

@@ -10,6 +10,7 @@ from domain.errors import InvalidCommand, InvalidField
 from domain.phone import PhoneNumber
 
 MAX_LENGTH = 160
+MAX_MEDIA_PER_MESSAGE = 10
 
 
 class Image(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +59,8 @@ class AttachMedia(msgspec.Struct, frozen=True, kw_only=True):
 
     message_id: UUID
     images: tuple[Image, ...]
+    max_media: int = MAX_MEDIA_PER_MESSAGE
+    """The most images the message may have once these are attached (the operator's setting)."""
 
 
 class ProcessSms(msgspec.Struct, frozen=True, kw_only=True):

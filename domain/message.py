@@ -44,6 +44,18 @@ class UnknownMessage(Rejection, frozen=True):
     message_id: UUID
 
 
+class TooManyImages(Rejection, frozen=True):
+    """The images new to the message would take it past its limit: none is attached
+    (all or nothing, so a client never has to find out which of its files were kept)."""
+
+    message_id: UUID
+    attached: int
+    """Images the message has."""
+    adding: int
+    """Distinct images of the command that it does not have yet."""
+    limit: int
+
+
 class BrokenStream(Exception):
     """A stream that cannot be folded: an event before the message's SmsReceived."""
 
@@ -71,7 +83,7 @@ def evolve(state: MessageState | None, event: MessageEvent) -> MessageState:
 
 def decide(
     command: MessageCommand, state: MessageState | None, now: datetime
-) -> tuple[SmsProcessed | MediaAttached, ...] | UnknownMessage:
+) -> tuple[SmsProcessed | MediaAttached, ...] | UnknownMessage | TooManyImages:
     if state is None:
         return UnknownMessage(command.message_id)
     match command:
@@ -99,8 +111,11 @@ def attached(command: AttachMedia, state: MessageState) -> tuple[MediaAttached, 
     return tuple(known[sha] for sha in dict.fromkeys(i.sha256 for i in command.images))
 
 
-def _attach(command: AttachMedia, state: MessageState, now: datetime) -> tuple[MediaAttached, ...]:
-    """The same bytes attached again to the same message change nothing."""
+def _attach(
+    command: AttachMedia, state: MessageState, now: datetime
+) -> tuple[MediaAttached, ...] | TooManyImages:
+    """The same bytes attached again to the same message change nothing, and
+    count nothing against the limit."""
     known = {m.sha256 for m in state.media}
     new: dict[str, MediaAttached] = {}
     for image in command.images:
@@ -116,6 +131,8 @@ def _attach(command: AttachMedia, state: MessageState, now: datetime) -> tuple[M
             height=image.height,
             attached_at=now,
         )
+    if new and len(known) + len(new) > command.max_media:
+        return TooManyImages(state.message_id, len(known), len(new), command.max_media)
     return tuple(new.values())
 
 

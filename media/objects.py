@@ -15,8 +15,9 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
+import anyio.to_thread
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import S3Store
@@ -57,12 +58,21 @@ class ObjectStore:
             retry_config={"max_retries": 3, "retry_timeout": timedelta(seconds=20)},
         )
 
-    async def put(self, sha256: str, data: bytes) -> None:
+    @property
+    def directory(self) -> None:
+        return None
+
+    async def put(self, sha256: str, source: BinaryIO) -> None:
         key = key_of(sha256)
+        data: bytes | None = None
         for attempt in range(ATTEMPTS):
             # Known bytes (the same image attached again) cost a HEAD, not an upload.
             if await self._exists(key):
                 return
+            if data is None:
+                # One PUT with its length: the image is read into memory for it
+                # (the uploads in flight per process are capped, so these are too).
+                data = await anyio.to_thread.run_sync(source.read)
             try:
                 # `If-None-Match: *`: the object is created only if no object has
                 # that name, so two uploads racing between the HEAD and the PUT

@@ -2,7 +2,7 @@
 
 `MediaStore` is what the service needs of a store; `LocalStore` keeps the
 files in a directory (`ab/cd/<sha256>`), and `media.objects.ObjectStore` keeps
-them in an S3 bucket under the same names, behind the same two methods.
+them in an S3 bucket under the same names, behind the same interface.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,12 +35,18 @@ class Blob:
 
 
 class MediaStore(Protocol):
-    async def put(self, sha256: str, data: bytes) -> None:
-        """Keep `data` under `sha256`, durably, before returning. Content already
-        kept under that hash is left as it is."""
+    async def put(self, sha256: str, source: BinaryIO) -> None:
+        """Keep the bytes of `source` (read from where it stands to its end) under
+        `sha256`, durably, before returning. Content already kept under that hash
+        is left as it is."""
 
     async def get(self, sha256: str) -> Blob | None:
         """The bytes kept under `sha256`, as a stream, or None."""
+
+    @property
+    def directory(self) -> Path | None:
+        """The local directory the bytes are written to (its file system is the
+        one that fills up), or None when they leave the machine (a bucket)."""
 
 
 def key_of(sha256: str) -> str:
@@ -62,11 +69,15 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def directory(self) -> Path:
+        return self.root
+
     def path_of(self, sha256: str) -> Path:
         return self.root / key_of(sha256)
 
-    async def put(self, sha256: str, data: bytes) -> None:
-        await anyio.to_thread.run_sync(self._put, self.path_of(sha256), data)
+    async def put(self, sha256: str, source: BinaryIO) -> None:
+        await anyio.to_thread.run_sync(self._put, self.path_of(sha256), source)
 
     async def get(self, sha256: str) -> Blob | None:
         path = self.path_of(sha256)
@@ -81,13 +92,13 @@ class LocalStore:
             raise
         return Blob(size, _chunks_of(file))
 
-    def _put(self, path: Path, data: bytes) -> None:
+    def _put(self, path: Path, source: BinaryIO) -> None:
         if not path.exists():
             _make_dirs(path.parent)
             fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".partial")
             try:
                 with os.fdopen(fd, "wb") as file:
-                    file.write(data)
+                    shutil.copyfileobj(source, file, CHUNK)
                     file.flush()
                     os.fsync(file.fileno())
                 # A link, not a rename: it fails rather than replace what a

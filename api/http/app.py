@@ -13,7 +13,6 @@ from anyio import CapacityLimiter
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from psycopg_pool import PoolTimeout
 
@@ -30,8 +29,11 @@ from api.http.openapi import DeclareContract, answer_options
 from api.http.problems import exception_handlers
 from api.http.process_metrics import ProcessMetrics
 from api.http.readiness import Readiness
+from api.http.schema_page import PATH, schema_page, schema_router
 from api.http.seals import SealsController
 from api.http.services import Services, provide_services
+from api.http.unread_body import DiscardUnreadBody
+from api.http.upload_limits import UploadGate
 from api.http.uploads import request_limit
 from api.runtime.background import background, running_task
 from api.runtime.logs import configure_logging
@@ -77,6 +79,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             listener = Listener(url)
             access = Access(pool, listener)
             readiness = Readiness(pool, settings.db_timeout)
+            store = open_store(settings.media_url, settings.data_dir)
+            if store.directory is not None:
+                # Uploads are spooled there, and its free space is measured there.
+                store.directory.mkdir(parents=True, exist_ok=True)
             progress = Progress(pool, listener)
             feed = LogFeed(url, listener)
             stack.push_async_callback(feed.aclose)
@@ -86,8 +92,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 receive=receive,
                 access=access,
                 metrics=counted,
-                store=open_store(settings.media_url, settings.data_dir),
+                store=store,
                 decoders=CapacityLimiter(DECODERS),
+                uploads=UploadGate(
+                    settings.max_uploads_in_flight, settings.max_upload_bytes_in_flight
+                ),
                 progress=progress,
                 feed=feed,
                 readiness=readiness,
@@ -109,10 +118,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await notifier.close()
 
     # Uploads get a body limit of their own; every other route keeps the JSON one.
+    largest_upload = request_limit(settings.max_media_bytes)
     media = Router(
         "/",
         route_handlers=[MessageMediaController, media_file],
-        request_max_body_size=request_limit(settings.max_media_bytes),
+        request_max_body_size=largest_upload,
+        middleware=[DiscardUnreadBody(largest_upload, settings.body_timeout)],
     )
     app = Litestar(
         route_handlers=[
@@ -138,13 +149,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="smsq",
             version="1.0.0",
             description="Event-sourced SMS intake: every change is an event; queries read folds.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
-            # The document describes every route: readable by any key that may read.
-            # Kept out of the document it serves: it is not part of the API a client calls.
-            openapi_router=Router(
-                "/schema", opt={"scope": "read"}, route_handlers=[], include_in_schema=False
-            ),
+            path=PATH,
+            render_plugins=[schema_page()],
+            openapi_router=schema_router(),
             components=Components(
                 security_schemes={
                     SCHEME: SecurityScheme(

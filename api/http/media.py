@@ -26,15 +26,24 @@ from litestar.params import FromPath
 
 from api.http.consistency import HEADER, WRITTEN, ConsistencyToken, place_of, token_of
 from api.http.context import request_metadata
-from api.http.messages import load_message
 from api.http.openapi import NO_STORE, Documented
 from api.http.problems import MALFORMED, UNAVAILABLE, Refusal, refusals
 from api.http.schemas import Media, MediaList
 from api.http.services import Services
-from api.http.uploads import FIELD, MAX_FILES, Upload, read_uploads
-from commands.attach_media import attach_media
+from api.http.upload_limits import check_budget, check_free_space, declared_size
+from api.http.uploads import FIELD, MAX_FILES, Spool, Upload, read_uploads, request_limit
+from commands.attach_media import attach_media, media_usage
+from commands.event_store import read_stream
 from domain.commands import AttachMedia, Image
-from domain.message import UnknownMessage, attached, fold
+from domain.events import stream_of
+from domain.message import (
+    MessageState,
+    TooManyImages,
+    UnknownMessage,
+    attached,
+    fold,
+    message_decider,
+)
 from media.probe import ALLOWED, CONTENT_TYPES, NotAnImage, TooManyPixels, examine
 from projections.media import media_of
 
@@ -98,9 +107,17 @@ class MessageMediaController(Controller):
                     " pixels, or there are too many files",
                     415: f"The body is not multipart/form-data, or a file is not a {ALLOWED}"
                     " image (the problem names it)",
+                    409: "The images new to the message would give it more than"
+                    " SMSQ_MAX_MEDIA_PER_MESSAGE (10 by default): none is attached",
                     422: f"The form is malformed or has no `{FIELD}` part",
+                    503: "The database is unavailable, or this process has as many uploads"
+                    " (SMSQ_MAX_UPLOADS_IN_FLIGHT) or bytes of uploads"
+                    " (SMSQ_MAX_UPLOAD_BYTES_IN_FLIGHT) in flight as it takes (answered"
+                    " before the body is read); `Retry-After` says when to try again",
+                    507: "The media store is at its budget (SMSQ_MEDIA_BUDGET_BYTES), or the"
+                    " upload would leave its disk below SMSQ_MEDIA_MIN_FREE_BYTES; nothing"
+                    " is written, and messages are still accepted",
                 }
-                | UNAVAILABLE
             ),
         },
         response_headers=[
@@ -119,32 +136,42 @@ class MessageMediaController(Controller):
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
     ) -> Response[MediaList]:
-        # Before the body is read: an unknown message costs no upload.
-        if await load_message(services, message_id) is None:
-            raise NotFoundException(f"no message {message_id}")
-        limit = services.settings.body_timeout
-        try:
-            # A client that stops sending mid-body must not hold a request forever.
-            async with asyncio.timeout(limit):
-                uploads = await read_uploads(request, max_bytes=services.settings.max_media_bytes)
-        except TimeoutError:
-            detail = f"the body did not arrive within {limit} s"
-            raise Refusal(408, detail, slug="timeout") from None
-        images = [
-            await anyio.to_thread.run_sync(_examine, upload, limiter=services.decoders)
-            for upload in uploads
-        ]
-        kept: set[str] = set()
-        for image, upload in zip(images, uploads, strict=True):
-            if image.sha256 not in kept:
-                await services.store.put(image.sha256, upload.data)
-                kept.add(image.sha256)
+        settings, store = services.settings, services.store
+        declared = declared_size(request, request_limit(settings.max_media_bytes))
+        # Everything here is judged before the body is read: a refused upload
+        # costs no memory, no disk and no decoding.
+        with services.uploads.admit(declared), Spool(store.directory) as spool:
+            state = await _message(services, message_id)
+            check_free_space(store, settings, declared)  # the spool is on that file system
+            if settings.media_budget_bytes is not None:
+                async with services.pool.connection() as conn:
+                    check_budget(settings, (await media_usage(conn)).stored, 0)
+            uploads = await _read(request, spool, settings.body_timeout, settings.max_media_bytes)
+            images = [
+                await anyio.to_thread.run_sync(_examine, upload, limiter=services.decoders)
+                for upload in uploads
+            ]
+            command = AttachMedia(
+                message_id=message_id,
+                images=tuple(images),
+                max_media=settings.max_media_per_message,
+            )
+            # The limit on images, decided on the state read before the body, so
+            # that a refused upload writes nothing (the time is no part of it).
+            # The decision that counts is taken again under the stream's lock.
+            _refuse(message_decider.decide(command, state, state.received_at))
+            await _check_room(services, images)
+            kept: set[str] = set()
+            for image, upload in zip(images, uploads, strict=True):
+                if image.sha256 not in kept:
+                    upload.file.seek(0)
+                    await store.put(image.sha256, upload.file)
+                    kept.add(image.sha256)
         # Only now that the bytes are safe: the row and the event.
-        command = AttachMedia(message_id=message_id, images=tuple(images))
         async with services.pool.connection() as conn:
             handled = await attach_media(conn, command, request_metadata(request))
-        if isinstance(handled.decision, UnknownMessage) or handled.state is None:
-            raise NotFoundException(f"no message {message_id}")
+        _refuse(handled.decision)
+        assert handled.state is not None
         assert handled.place is not None
         return Response(
             MediaList([Media.attached(m) for m in attached(command, handled.state)]),
@@ -186,9 +213,55 @@ class MessageMediaController(Controller):
         return MediaList([Media.attached(m) for m in state.media])
 
 
+async def _message(services: Services, message_id: UUID) -> MessageState:
+    async with services.pool.connection() as conn:
+        stream = await read_stream(conn, stream_of(message_id))
+    state = fold(r.decode() for r in stream)
+    if state is None:
+        raise NotFoundException(f"no message {message_id}")
+    return state
+
+
+async def _read(
+    request: Request[Any, Any, Any], spool: Spool, limit: float, max_bytes: int
+) -> list[Upload]:
+    try:
+        # A client that stops sending mid-body must not hold a request forever.
+        async with asyncio.timeout(limit):
+            return await read_uploads(request, spool, max_bytes=max_bytes)
+    except TimeoutError:
+        raise Refusal(408, f"the body did not arrive within {limit} s", slug="timeout") from None
+
+
+async def _check_room(services: Services, images: list[Image]) -> None:
+    """The new bytes, those the store does not hold yet, fit its budget and its disk."""
+    distinct = {i.sha256: i.size for i in images}
+    known = 0
+    if services.settings.media_budget_bytes is not None:
+        async with services.pool.connection() as conn:
+            usage = await media_usage(conn, list(distinct))
+        known = usage.known
+        check_budget(services.settings, usage.stored, sum(distinct.values()) - known)
+    check_free_space(services.store, services.settings, sum(distinct.values()) - known)
+
+
+def _refuse(decision: object) -> None:
+    match decision:
+        case UnknownMessage():
+            raise NotFoundException(f"no message {decision.message_id}")
+        case TooManyImages():
+            raise Refusal(
+                409,
+                f"message {decision.message_id} has {decision.attached} images and"
+                f" {decision.limit} is the most it may have: the {decision.adding} new"
+                " here would pass it, so none is attached",
+                slug="too-many-images",
+            )
+
+
 def _examine(upload: Upload) -> Image:
     try:
-        return examine(upload.data)
+        return examine(upload.read())
     except NotAnImage as error:
         raise Refusal(415, f"{upload.label} {error}", slug="unsupported-image") from None
     except TooManyPixels as error:

@@ -29,14 +29,15 @@ from projections.media import get_blob
 
 log = logging.getLogger(__name__)
 
-IMMUTABLE = "public, max-age=31536000, immutable"
+# Private: the bytes need a key, so no shared cache (a proxy, a CDN) may keep them.
+IMMUTABLE = "private, max-age=31536000, immutable"
 
 Sha256 = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$", description="lowercase hex")]
 
 
 _IMAGE = {
     "ETag": "The image's sha256, quoted.",
-    "Cache-Control": "The bytes behind a name never change.",
+    "Cache-Control": "The bytes behind a name never change; private, as they need a key.",
 }
 
 

@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.http.access import Access
 from api.http.process_metrics import ProcessMetrics
 from api.http.readiness import Readiness
+from api.http.upload_limits import UploadGate
 from api.runtime.settings import Settings
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import Outcome, ReceiveRequest
@@ -27,6 +28,7 @@ class Services:
     receive: GroupCommitter[ReceiveRequest, Outcome]
     store: MediaStore
     decoders: CapacityLimiter
+    uploads: UploadGate
     access: Access
     metrics: ProcessMetrics
     progress: Progress

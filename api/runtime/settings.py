@@ -13,6 +13,8 @@ import msgspec
 import platformdirs
 from msgspec import Meta
 
+from domain.commands import MAX_MEDIA_PER_MESSAGE
+
 PREFIX = "SMSQ_"
 
 Positive = Meta(ge=1)
@@ -82,6 +84,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_media_bytes: Annotated[
         int, Positive, Meta(description="largest image accepted per file, in bytes")
     ] = 5 * 1024 * 1024
+    max_media_per_message: Annotated[
+        int,
+        Positive,
+        Meta(description="most images one message may have; an upload past it answers 409"),
+    ] = MAX_MEDIA_PER_MESSAGE
+    max_uploads_in_flight: Annotated[
+        int,
+        Positive,
+        Meta(description="uploads read at once per process; more answer 503 with Retry-After"),
+    ] = 16
+    max_upload_bytes_in_flight: Annotated[
+        int,
+        Positive,
+        Meta(
+            description="bytes of upload bodies read at once per process (by Content-Length;"
+            " without one, the largest body an upload may have); more answer 503"
+        ),
+    ] = 256 * 1024 * 1024
+    media_budget_bytes: Annotated[
+        Annotated[int, Positive] | None,
+        Meta(
+            description="most bytes of images the store may hold (every host together);"
+            " an upload past it answers 507; unset: no budget"
+        ),
+    ] = None
+    media_min_free_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="free space an upload must leave on the media directory's file"
+            " system, or it answers 507 (0: no floor; a bucket has none)",
+        ),
+    ] = 1024 * 1024 * 1024
     consistency_wait: Annotated[
         float,
         Meta(

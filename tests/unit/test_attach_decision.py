@@ -10,7 +10,7 @@ from uuid_utils.compat import uuid7
 
 from domain.commands import AttachMedia, Image
 from domain.events import MediaAttached, SmsProcessed, SmsReceived
-from domain.message import UnknownMessage, attached, message_decider
+from domain.message import TooManyImages, UnknownMessage, attached, message_decider
 from tests.support.deciders import given
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
@@ -39,8 +39,12 @@ def image(n: int) -> Image:
     )
 
 
-def attach(*numbers: int) -> AttachMedia:
-    return AttachMedia(message_id=RECEIVED.message_id, images=tuple(image(n) for n in numbers))
+def attach(*numbers: int, max_media: int = 10) -> AttachMedia:
+    return AttachMedia(
+        message_id=RECEIVED.message_id,
+        images=tuple(image(n) for n in numbers),
+        max_media=max_media,
+    )
 
 
 def media(n: int, at: datetime) -> MediaAttached:
@@ -87,6 +91,51 @@ def test_an_unknown_message_is_rejected() -> None:
     command = AttachMedia(message_id=uuid7(), images=(image(1),))
     rejected = given(message_decider).when(command, LATER).then_rejected(UnknownMessage)
     assert rejected.message_id == command.message_id
+
+
+def test_the_tenth_image_is_attached_and_the_eleventh_refused() -> None:
+    nine = given(message_decider, RECEIVED, *(media(n, T0) for n in range(9)))
+    tenth = nine.when(attach(9), LATER).then(media(9, LATER))
+    full = given(message_decider, RECEIVED, *tenth.given.events, *tenth.events)
+    refused = full.when(attach(10), LATER).then_rejected(TooManyImages)
+    assert refused == TooManyImages(RECEIVED.message_id, attached=10, adding=1, limit=10)
+
+
+def test_images_that_would_pass_the_limit_together_are_all_refused() -> None:
+    # 9 attached, 3 new: not 1 of them kept and 2 refused, but none.
+    nine = given(message_decider, RECEIVED, *(media(n, T0) for n in range(9)))
+    refused = nine.when(attach(20, 21, 22), LATER).then_rejected(TooManyImages)
+    assert (refused.attached, refused.adding, refused.limit) == (9, 3, 10)
+    nine.when(attach(20), LATER).then(media(20, LATER))
+
+
+def test_images_a_full_message_has_already_are_not_refused() -> None:
+    # They add nothing, so they pass nothing: the same upload again answers as before.
+    full = given(message_decider, RECEIVED, *(media(n, T0) for n in range(10)))
+    full.when(attach(0, 9, 0), LATER).then()
+    # One new image among known ones counts as one.
+    full.when(attach(0, 30), LATER).then_rejected(TooManyImages)
+
+
+def test_the_limit_is_the_commands() -> None:
+    given(message_decider, RECEIVED).when(attach(1, 2, 3, max_media=2), LATER).then_rejected(
+        TooManyImages
+    )
+    given(message_decider, RECEIVED).when(attach(1, 2, max_media=2), LATER).then(
+        media(1, LATER), media(2, LATER)
+    )
+
+
+@for_all(st.integers(0, 12), st.lists(st.integers(0, 30), min_size=1, max_size=12))
+def test_a_message_never_passes_its_limit(before: int, now: list[int]) -> None:
+    earlier = [media(n, T0) for n in range(before)]
+    decision = given(message_decider, RECEIVED, *earlier).when(attach(*now), LATER).decision
+    new = {image(n).sha256 for n in now} - {m.sha256 for m in earlier}
+    if new and before + len(new) > 10:
+        assert decision == TooManyImages(RECEIVED.message_id, before, len(new), 10)
+    else:
+        assert not isinstance(decision, TooManyImages)
+        assert len(decision) == len(new)
 
 
 @for_all(

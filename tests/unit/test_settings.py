@@ -55,6 +55,27 @@ def test_media_may_live_in_a_bucket(url: str) -> None:
     assert load_settings({}).media_url is None  # the directory under SMSQ_DATA_DIR
 
 
+def test_the_upload_limits() -> None:
+    defaults = load_settings({})
+    assert (
+        defaults.max_media_per_message,
+        defaults.max_uploads_in_flight,
+        defaults.max_upload_bytes_in_flight,
+        defaults.media_budget_bytes,
+        defaults.media_min_free_bytes,
+    ) == (10, 16, 256 * 1024 * 1024, None, 1024 * 1024 * 1024)
+    given = load_settings({"SMSQ_MEDIA_BUDGET_BYTES": "1000", "SMSQ_MEDIA_MIN_FREE_BYTES": "0"})
+    assert (given.media_budget_bytes, given.media_min_free_bytes) == (1000, 0)
+    for name, value in [
+        ("SMSQ_MEDIA_BUDGET_BYTES", "0"),
+        ("SMSQ_MEDIA_MIN_FREE_BYTES", "-1"),
+        ("SMSQ_MAX_UPLOADS_IN_FLIGHT", "0"),
+        ("SMSQ_MAX_MEDIA_PER_MESSAGE", "0"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value})
+
+
 def test_help_lists_every_setting_with_its_default() -> None:
     text = describe()
     assert "SMSQ_DATABASE_URL:" in text

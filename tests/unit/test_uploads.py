@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.http.problems import Refusal
-from api.http.uploads import MAX_FILES, Upload, parse_form
+from api.http.uploads import MAX_FILES, PIECE, Spool, label, parse_form
 
 BOUNDARY = "x-smsq-test"
 
@@ -36,8 +36,13 @@ async def chunks(body: bytes, cuts: Sequence[int]) -> AsyncIterator[bytes]:
     yield b""  # the end, as Litestar's request stream signals it
 
 
-async def parse(body: bytes, cuts: Sequence[int] = (), max_bytes: int = 1000) -> list[Upload]:
-    return await parse_form(chunks(body, cuts), BOUNDARY, max_bytes)
+async def parse(
+    body: bytes, cuts: Sequence[int] = (), max_bytes: int = 1000
+) -> list[tuple[int, str | None, bytes]]:
+    """Each file's number, name and bytes, as its spool file holds them."""
+    with Spool(None) as spool:
+        uploads = await parse_form(chunks(body, cuts), BOUNDARY, spool, max_bytes)
+        return [(u.number, u.filename, u.read()) for u in uploads]
 
 
 @given(
@@ -48,15 +53,20 @@ async def test_files_are_read_whole_wherever_the_chunks_are_cut(
     bodies: list[bytes], cuts: list[int]
 ) -> None:
     body = form([("file", f"{i}.png", b) for i, b in enumerate(bodies)], {"note": "ignored"})
-    uploads = await parse(body, cuts)
-    assert [(u.number, u.filename, u.data) for u in uploads] == [
-        (i + 1, f"{i}.png", b) for i, b in enumerate(bodies)
+    assert await parse(body, cuts) == [(i + 1, f"{i}.png", b) for i, b in enumerate(bodies)]
+
+
+async def test_a_file_larger_than_a_piece_is_spooled_whole() -> None:
+    data = bytes(range(256)) * (3 * PIECE // 256 + 7)
+    body = form([("file", "big.png", data)])
+    assert await parse(body, range(1000, len(body), 65536), max_bytes=len(data)) == [
+        (1, "big.png", data)
     ]
 
 
 async def test_other_parts_are_read_past() -> None:
     body = form([("picture", "a.png", b"a"), ("file", None, b"b")], {"file_name": "x"})
-    assert [(u.number, u.filename, u.data) for u in await parse(body)] == [(1, None, b"b")]
+    assert await parse(body) == [(1, None, b"b")]
 
 
 async def test_a_file_over_the_limit_is_413_naming_it() -> None:
@@ -86,6 +96,6 @@ async def test_a_broken_body_is_422(body: bytes) -> None:
 
 
 def test_a_file_is_named_by_its_place_and_its_name_shown_safely() -> None:
-    assert Upload(3, None, b"").label == "file 3"
-    assert Upload(1, "../../etc/passwd", b"").label == 'file 1 ("../../etc/passwd")'
-    assert Upload(2, "a" * 500, b"").label == f'file 2 ("{"a" * 100}")'
+    assert label(3, None) == "file 3"
+    assert label(1, "../../etc/passwd") == 'file 1 ("../../etc/passwd")'
+    assert label(2, "a" * 500) == f'file 2 ("{"a" * 100}")'

@@ -86,7 +86,7 @@ async def test_an_image_is_attached_listed_and_served(
     assert served.content == data
     assert served.headers["content-type"] == content_type
     assert served.headers["etag"] == f'"{digest}"'
-    assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert served.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert served.headers["x-content-type-options"] == "nosniff"
 
     assert await media.names() == [key(digest)]
