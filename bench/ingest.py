@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,8 +60,12 @@ PROFILE_KEEP = ("api/", "commands/", "domain/", "projections/", "litestar", "psy
 
 
 @contextmanager
-def served(kind: str, url: str | None, workers: int, logs: Path) -> Iterator[tuple[str, int]]:
-    """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid."""
+def served(
+    kind: str, url: str | None, workers: int, logs: Path, settings: Mapping[str, str] = {}
+) -> Iterator[tuple[str, int]]:
+    """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid.
+
+    smsq keeps its data (the seal key) under `logs`; `settings` are more SMSQ_* for it."""
     listen = port()
     log = logs / f"{kind}.log"
     if kind == "smsq":
@@ -71,6 +75,8 @@ def served(kind: str, url: str | None, workers: int, logs: Path) -> Iterator[tup
             "SMSQ_PORT": str(listen),
             "SMSQ_WORKERS": str(workers),
             "SMSQ_LOG_LEVEL": "WARNING",
+            "SMSQ_DATA_DIR": str(logs / "data"),
+            **settings,
         }
         ready = "/readyz"
     else:
