@@ -155,6 +155,24 @@ class HalfLoad(NamedTuple):
     followed: Followed
     expected: list[int]
     seal_lags: list[float]
+    wal_bytes: int
+    transactions: int
+    """Written by the server from the writer's start until all was folded and sealed."""
+
+
+# What the server has written: the WAL position, and the next transaction id
+# (each transaction that writes takes one; reading ones take none). Both are
+# the whole server's, which on the embedded server is the benchmark's alone.
+_WRITTEN = """
+SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_snapshot_xmax(pg_current_snapshot())::text
+"""
+
+
+def written(url: str) -> tuple[int, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(_WRITTEN).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 async def write(
@@ -195,9 +213,11 @@ def half_load(base: str, url: str, rate: float, seconds: float, clients: int) ->
         if not ours.poll(60) or ours.recv() != "ready":
             raise RuntimeError("the feed clients did not connect within 60 s")
         print(f"open loop at {rate:,.0f}/s, {clients} feed clients ({load_note()})", flush=True)
+        wal, xids = written(url)
         writer, acknowledged = asyncio.run(write(base, rate, seconds, senders(seconds, rate)))
         # Every 201 is committed; the sealer and the projectors fold the rest.
         caught_up(url)
+        wal_after, xids_after = written(url)
         with psycopg.connect(url, autocommit=True) as conn:
             expected = [r[0] for r in conn.execute(_EXPECTED, place)]
             seal_lags = [r[0] for r in conn.execute(_SEAL_LAG, place)]
@@ -209,7 +229,15 @@ def half_load(base: str, url: str, rate: float, seconds: float, clients: int) ->
         child.join(5)
         if child.is_alive():
             child.kill()
-    return HalfLoad(writer, acknowledged, followed, expected, seal_lags)
+    return HalfLoad(
+        writer,
+        acknowledged,
+        followed,
+        expected,
+        seal_lags,
+        wal_after - wal,
+        xids_after - xids,
+    )
 
 
 def senders(seconds: float, rate: float) -> list[str]:
@@ -251,6 +279,13 @@ def report(run: HalfLoad, clients: int) -> int:
         f" answered, {len(run.acknowledged):,} 201s, p50 {w.percentile(50) * ms:.1f} ms,"
         f" p99 {w.percentile(99) * ms:.1f} ms; SmsReceived committed in the run:"
         f" {len(run.expected):,}"
+    )
+    messages = max(1, len(run.acknowledged))
+    print(
+        f"PostgreSQL, from the writer's start until all was folded and sealed:"
+        f" {run.wal_bytes / messages:,.0f} bytes of WAL and"
+        f" {run.transactions / messages:.3f} writing transactions per message"
+        f" ({run.transactions:,} in all: group commits, projectors, sealer)"
     )
     print(
         f"Feed clients: {clients} in one process, which used"

@@ -61,17 +61,25 @@ PROFILE_KEEP = ("api/", "commands/", "domain/", "projections/", "litestar", "psy
 
 @contextmanager
 def served(
-    kind: str, url: str | None, workers: int, logs: Path, settings: Mapping[str, str] = {}
+    kind: str,
+    url: str | None,
+    workers: int,
+    logs: Path,
+    settings: Mapping[str, str] = {},
+    host: str = "127.0.0.1",
 ) -> Iterator[tuple[str, int]]:
     """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid.
 
-    smsq keeps its data (the seal key) under `logs`; `settings` are more SMSQ_* for it."""
-    listen = port()
+    smsq keeps its data (the seal key) under `logs`; `settings` are more SMSQ_* for it,
+    and it may listen on another loopback `host`."""
+    assert kind == "smsq" or host == "127.0.0.1", "only smsq listens elsewhere"
+    listen = port(host)
     log = logs / f"{kind}.log"
     if kind == "smsq":
         argv = [SMSQ, "serve"]
         env = {
             "SMSQ_DATABASE_URL": url or "",
+            "SMSQ_HOST": host,
             "SMSQ_PORT": str(listen),
             "SMSQ_WORKERS": str(workers),
             "SMSQ_LOG_LEVEL": "WARNING",
@@ -85,7 +93,7 @@ def served(
         env = {"SMSQ_DATABASE_URL": url or ""}
         ready = "/healthz"
     with process(argv, env=env, log=log) as proc:
-        base = f"http://127.0.0.1:{listen}"
+        base = f"http://{host}:{listen}"
         wait_http(base + ready, proc, log)
         yield base, proc.pid
 
