@@ -33,7 +33,6 @@ import psycopg
 from uuid_utils.compat import uuid7
 
 from api.cli.support import as_role
-from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
@@ -45,7 +44,15 @@ from bench.harness import (
     table,
     verdict,
 )
-from bench.ingest import CONNECTIONS, DEFAULT_WORKERS, Maximum, maximum, median_run, served
+from bench.ingest import (
+    CONNECTIONS,
+    DEFAULT_WORKERS,
+    Maximum,
+    maximum,
+    median_run,
+    senders_file,
+    served,
+)
 from commands.event_store import Append, append
 from domain.events import EventMetadata, SmsReceived, stream_of
 
@@ -162,9 +169,7 @@ def serve(server: Server, quick: bool, rounds: int, logs: Path) -> int:
         "on": (on_url, {}),
         "off": (off_url, {"SMSQ_RUN_SEALER": "false"}),
     }
-    senders = logs / "senders.txt"
-    # As bench.ingest: 100,000 senders cycled, none over the rate limit.
-    senders.write_text("\n".join(phones(100_000, seed=1)) + "\n")
+    senders = senders_file(logs)
     offset = 0
     runs: dict[str, list[Maximum]] = {"on": [], "off": []}
     database = postmaster(on_url)

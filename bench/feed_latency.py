@@ -49,7 +49,7 @@ from bench.harness import (
     table,
     verdict,
 )
-from bench.ingest import caught_up, maximum, served
+from bench.ingest import caught_up, maximum, senders_file, served
 
 STREAM = "/events/stream?type=SmsReceived&after={after}"
 SEAL_LAG_GOAL = 1.5
@@ -352,10 +352,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     with served("smsq", url, args.workers, logs, {"SMSQ_FEED_HEARTBEAT": "1"}) as (base, pid):
         rate = args.rate
         if rate is None:
-            file = logs / "senders.txt"
-            # As bench.ingest: 100,000 senders, none over the rate limit.
-            file.write_text("\n".join(phones(100_000, seed=1)) + "\n")
             print(f"smsq: maximum ({load_note()})", flush=True)
+            file = senders_file(logs)
             measured, _ = maximum(base, (file, 0), seconds, warm, (pid, postmaster(url)), url)
             rate = measured.run.rps
             print(

@@ -24,7 +24,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
@@ -36,17 +35,15 @@ from bench.harness import (
     table,
     tree_cpu_seconds,
 )
-from bench.ingest import CONNECTIONS, SKIP, served
+from bench.ingest import CONNECTIONS, SENDERS, SKIP, senders_file, served
 from bench.wrk import Run, wrk
-
-SENDERS = 100_000
 
 
 def measure(
-    url: str, hosts: int, seconds: float, warm: float, logs: Path, offset: int
+    url: str, hosts: int, seconds: float, warm: float, logs: Path, senders: tuple[Path, int]
 ) -> tuple[list[Run], float, float | None, int]:
     """Warm up, then measure N hosts at once; (runs, app CPU, PostgreSQL CPU, next offset)."""
-    senders = logs / "senders.txt"
+    file, offset = senders
     share = CONNECTIONS // hosts
     database = postmaster(url)
     with ExitStack() as stack:
@@ -70,7 +67,7 @@ def measure(
                         lambda k: wrk(
                             bases[k],
                             "post_messages.lua",
-                            [str(senders), str((start + k * part) % SENDERS)],
+                            [str(file), str((start + k * part) % SENDERS)],
                             seconds=length,
                             connections=share,
                         ),
@@ -90,7 +87,7 @@ def measure(
 
 def bench(server: Server, args: Any, logs: Path) -> int:
     seconds, warm = (4, 2) if args.quick else (15, 3)
-    (logs / "senders.txt").write_text("\n".join(phones(SENDERS, seed=1)) + "\n")
+    senders = senders_file(logs)
     rates: dict[int, list[float]] = {1: [], args.hosts: []}
     cpu: dict[int, list[tuple[float, float | None]]] = {1: [], args.hosts: []}
     offset = 0
@@ -99,7 +96,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             # A fresh database each time: every run starts from the same empty log.
             url = server.create(f"hosts{hosts}")
             print(f"round {n}, {hosts} host(s) ({load_note()})", flush=True)
-            runs, app, db, offset = measure(url, hosts, seconds, warm, logs, offset)
+            runs, app, db, offset = measure(url, hosts, seconds, warm, logs, (senders, offset))
             total = sum(r.requests for r in runs)
             bad = sum(r.unexpected(201) for r in runs)
             if bad:

@@ -244,6 +244,18 @@ def backlog(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+SENDERS = 100_000
+
+
+def senders_file(directory: Path) -> Path:
+    """The senders the wrk script posts from, cycled through across every run: at
+    up to 5,000 req/s a sender comes round again after 20 s at the soonest, 3 times
+    a minute, under the limit of 5."""
+    path = directory / "senders.txt"
+    path.write_text("\n".join(phones(SENDERS, seed=1)) + "\n")
+    return path
+
+
 def median_run(runs: list[Maximum]) -> Maximum:
     return sorted(runs, key=lambda m: m.run.rps)[len(runs) // 2]
 
@@ -259,10 +271,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     with psycopg.connect(crud_url, autocommit=True) as conn:
         conn.execute(CRUD_TABLE)
     smsq_url = server.create("ingest")
-    senders_file = logs / "senders.txt"
-    # Cycled through across every run: at up to 5,000 req/s a sender comes round
-    # again after 20 s at the soonest, 3 times a minute, under the limit of 5.
-    senders_file.write_text("\n".join(phones(100_000, seed=1)) + "\n")
+    senders = senders_file(logs)
     half_senders = phones(10_000 if args.quick else 40_000, seed=2)
 
     raw = (args.profile or logs) / "ingest-smsq.pyspy.txt"
@@ -283,7 +292,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 print(f"round {round_}, {kind}: maximum ({load_note()})", flush=True)
                 spy = raw if args.profile and kind == "smsq" and last else None
                 measured, offset = maximum(
-                    base, (senders_file, offset), seconds, warm, (pid, database), url, spy
+                    base, (senders, offset), seconds, warm, (pid, database), url, spy
                 )
                 rounds[kind].append(measured)
                 if kind == "echo" or not last:
