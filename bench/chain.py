@@ -174,7 +174,8 @@ def serve(server: Server, quick: bool, rounds: int, logs: Path) -> int:
     runs: dict[str, list[Maximum]] = {"on": [], "off": []}
     database = postmaster(on_url)
     for n in range(1, rounds + 1):
-        for arm, (url, settings) in arms.items():
+        # On then off, then off then on: neither always follows the other.
+        for arm, (url, settings) in list(arms.items())[:: 1 if n % 2 else -1]:
             with served("smsq", url, DEFAULT_WORKERS, logs, settings) as (base, pid):
                 print(f"round {n}, chain and sealer {arm} ({load_note()})", flush=True)
                 measured, offset = maximum(
