@@ -1,6 +1,7 @@
 """What the hash chain costs an append: events/s with and without it.
 
     uv run --group bench python -m bench.chain [--quick] [--events N]
+    uv run --group bench python -m bench.chain --serve [--quick] [--rounds N]
 
 Appends go through `commands.event_store.append`, what the service's writes
 use, as smsq_service: transactions of 64 messages (a full group commit), one
@@ -10,20 +11,48 @@ statement and trigger, without the predecessor lookup and the SHA-256.
 "No trigger" is the log as it was before the chain: defaults fill those
 columns, no trigger runs. Rounds alternate between the three, so that other
 load on the machine falls on all alike; the table gives the median of each.
+
+`--serve` measures what the issue's goal names, the whole service: the
+maximum of `POST /messages` on `smsq serve` (wrk, as `bench.ingest` measures
+it, a fresh server for each run) with everything on, against the same with
+the sealer off (`SMSQ_RUN_SEALER=false`) and the chain's trigger disabled in
+that throwaway database (defaults fill the columns, as before the chain).
+Rounds alternate on and off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from uuid_utils.compat import uuid7
 
 from api.cli.support import as_role
-from bench.harness import Server, arguments, header, postgres, stop_on_sigterm, table, verdict
+from bench.harness import (
+    Server,
+    arguments,
+    header,
+    load_note,
+    postgres,
+    postmaster,
+    stop_on_sigterm,
+    table,
+    verdict,
+)
+from bench.ingest import (
+    CONNECTIONS,
+    DEFAULT_WORKERS,
+    Maximum,
+    maximum,
+    median_run,
+    senders_file,
+    served,
+)
 from commands.event_store import Append, append
 from domain.events import EventMetadata, SmsReceived, stream_of
 
@@ -48,6 +77,13 @@ ALTER TABLE events ALTER COLUMN position SET DEFAULT nextval('events_position_se
     ALTER COLUMN recorded_at SET DEFAULT clock_timestamp(),
     ALTER COLUMN tx_id SET DEFAULT pg_current_xact_id(),
     ALTER COLUMN hash SET DEFAULT repeat('0', 64);
+"""
+
+# For `smsq serve`, which writes as smsq_service: the default draws from the sequence.
+_SERVICE_DRAWS = "GRANT USAGE ON SEQUENCE events_position_seq TO smsq_service"
+
+_SEALED_AND_CHAINED = """
+SELECT EXISTS (SELECT 1 FROM seals), EXISTS (SELECT 1 FROM events WHERE hash <> repeat('0', 64))
 """
 
 
@@ -122,15 +158,102 @@ def bench(server: Server, quick: bool, events: int | None, rounds: int) -> int:
     return 0
 
 
+def serve(server: Server, quick: bool, rounds: int, logs: Path) -> int:
+    """Ingest maximum of `smsq serve`, chain and sealer on against both off."""
+    seconds, warm = (4, 2) if quick else (15, 3)
+    on_url, off_url = server.create("serve_on"), server.create("serve_off")
+    with psycopg.connect(off_url, autocommit=True) as conn:
+        conn.execute(_NONE)
+        conn.execute(_SERVICE_DRAWS)
+    arms = {
+        "on": (on_url, {}),
+        "off": (off_url, {"SMSQ_RUN_SEALER": "false"}),
+    }
+    senders = senders_file(logs)
+    offset = 0
+    runs: dict[str, list[Maximum]] = {"on": [], "off": []}
+    database = postmaster(on_url)
+    for n in range(1, rounds + 1):
+        # On then off, then off then on: neither always follows the other.
+        for arm, (url, settings) in list(arms.items())[:: 1 if n % 2 else -1]:
+            with served("smsq", url, DEFAULT_WORKERS, logs, settings) as (base, pid):
+                print(f"round {n}, chain and sealer {arm} ({load_note()})", flush=True)
+                measured, offset = maximum(
+                    base, (senders, offset), seconds, warm, (pid, database), url
+                )
+                runs[arm].append(measured)
+    # The arms were what they say: seals and real hashes in one, neither in the other.
+    for url, chained in ((on_url, True), (off_url, False)):
+        with psycopg.connect(url) as conn:
+            row = conn.execute(_SEALED_AND_CHAINED).fetchone()
+        assert row == (chained, chained), (url, row)
+    rows = []
+    for arm in runs:
+        middle = median_run(runs[arm])
+        rows.append(
+            [
+                arm,
+                ", ".join(f"{m.run.rps:,.0f}" for m in runs[arm]),
+                middle.run.rps,
+                middle.run.describe_unexpected(201),
+                middle.per_request(middle.app_cpu),
+                middle.per_request(middle.db_cpu),
+            ]
+        )
+    print()
+    print(
+        f"Maximum of POST /messages, wrk closed loop, {CONNECTIONS} connections, {seconds} s,"
+        f" a fresh smsq serve per run, {rounds} alternating round(s):"
+    )
+    print(
+        table(
+            [
+                "chain and sealer",
+                "req/s per round",
+                "median",
+                "not 201",
+                "app CPU us/req",
+                "PostgreSQL CPU us/req",
+            ],
+            rows,
+        )
+    )
+    on = median_run(runs["on"]).run.rps
+    off = median_run(runs["off"]).run.rps
+    print(
+        table(
+            ["goal", "measured", "verdict"],
+            [
+                [
+                    "ingest, chain and sealer on >= 0.95x off",
+                    f"{on / off:.2f}x",
+                    verdict(on >= 0.95 * off),
+                ]
+            ],
+        )
+    )
+    print(f"after the run: {load_note()}")
+    return 0
+
+
 def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, help="events per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --serve --quick)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="measure smsq serve's ingest maximum with chain and sealer on against off",
+    )
     args = parser.parse_args()
     stop_on_sigterm()
-    with postgres(args.database_url) as server:
+    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
+        if args.serve:
+            header("Chain: ingest with the hash chain and the sealer on and off", server)
+            rounds = args.rounds or (1 if args.quick else 3)
+            raise SystemExit(serve(server, args.quick, rounds, Path(tmp)))
         header("Chain: appends with and without the hash chain", server)
-        raise SystemExit(bench(server, args.quick, args.events, args.rounds))
+        raise SystemExit(bench(server, args.quick, args.events, args.rounds or 3))
 
 
 if __name__ == "__main__":

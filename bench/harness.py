@@ -174,8 +174,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
     raise RuntimeError(f"{url} did not answer within {timeout} s:\n{log.read_text()}")
 
 
-def port() -> int:
-    return free_port()
+def port(host: str = "127.0.0.1") -> int:
+    return free_port(host)
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,17 +60,31 @@ PROFILE_KEEP = ("api/", "commands/", "domain/", "projections/", "litestar", "psy
 
 
 @contextmanager
-def served(kind: str, url: str | None, workers: int, logs: Path) -> Iterator[tuple[str, int]]:
-    """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid."""
-    listen = port()
+def served(
+    kind: str,
+    url: str | None,
+    workers: int,
+    logs: Path,
+    settings: Mapping[str, str] = {},
+    host: str = "127.0.0.1",
+) -> Iterator[tuple[str, int]]:
+    """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid.
+
+    smsq keeps its data (the seal key) under `logs`; `settings` are more SMSQ_* for it,
+    and it may listen on another loopback `host`."""
+    assert kind == "smsq" or host == "127.0.0.1", "only smsq listens elsewhere"
+    listen = port(host)
     log = logs / f"{kind}.log"
     if kind == "smsq":
         argv = [SMSQ, "serve"]
         env = {
             "SMSQ_DATABASE_URL": url or "",
+            "SMSQ_HOST": host,
             "SMSQ_PORT": str(listen),
             "SMSQ_WORKERS": str(workers),
             "SMSQ_LOG_LEVEL": "WARNING",
+            "SMSQ_DATA_DIR": str(logs / "data"),
+            **settings,
         }
         ready = "/readyz"
     else:
@@ -79,7 +93,7 @@ def served(kind: str, url: str | None, workers: int, logs: Path) -> Iterator[tup
         env = {"SMSQ_DATABASE_URL": url or ""}
         ready = "/healthz"
     with process(argv, env=env, log=log) as proc:
-        base = f"http://127.0.0.1:{listen}"
+        base = f"http://{host}:{listen}"
         wait_http(base + ready, proc, log)
         yield base, proc.pid
 
@@ -230,6 +244,18 @@ def backlog(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+SENDERS = 100_000
+
+
+def senders_file(directory: Path) -> Path:
+    """The senders the wrk script posts from, cycled through across every run: at
+    up to 5,000 req/s a sender comes round again after 20 s at the soonest, 3 times
+    a minute, under the limit of 5."""
+    path = directory / "senders.txt"
+    path.write_text("\n".join(phones(SENDERS, seed=1)) + "\n")
+    return path
+
+
 def median_run(runs: list[Maximum]) -> Maximum:
     return sorted(runs, key=lambda m: m.run.rps)[len(runs) // 2]
 
@@ -245,10 +271,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     with psycopg.connect(crud_url, autocommit=True) as conn:
         conn.execute(CRUD_TABLE)
     smsq_url = server.create("ingest")
-    senders_file = logs / "senders.txt"
-    # Cycled through across every run: at up to 5,000 req/s a sender comes round
-    # again after 20 s at the soonest, 3 times a minute, under the limit of 5.
-    senders_file.write_text("\n".join(phones(100_000, seed=1)) + "\n")
+    senders = senders_file(logs)
     half_senders = phones(10_000 if args.quick else 40_000, seed=2)
 
     raw = (args.profile or logs) / "ingest-smsq.pyspy.txt"
@@ -269,7 +292,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 print(f"round {round_}, {kind}: maximum ({load_note()})", flush=True)
                 spy = raw if args.profile and kind == "smsq" and last else None
                 measured, offset = maximum(
-                    base, (senders_file, offset), seconds, warm, (pid, database), url, spy
+                    base, (senders, offset), seconds, warm, (pid, database), url, spy
                 )
                 rounds[kind].append(measured)
                 if kind == "echo" or not last:

@@ -8,7 +8,8 @@ message an SmsReceived and an SmsProcessed, interleaved as a busy log is),
 The replay runs `projections.replay.replay`, what `smsq replay` runs, in a
 child process so that its peak RSS is its own. The yardstick then COPYs the
 very rows the replay produced, held in Python, into an empty table with the
-same indexes, as a client-side bulk load would.
+same indexes, as a client-side bulk load would. At the end, the disk each
+relation of the log and of the read model takes, per event.
 """
 
 from __future__ import annotations
@@ -200,12 +201,49 @@ def bench(server: Server, quick: bool, events: int | None, profile: bool) -> int
         ],
     ]
     print(table(["goal", "measured", "verdict"], goals))
+    print()
+    print(disk(url, written))
     print(f"after the run: {load_note()}")
     if profile:
         print()
         print(f"Where the server spends a {CHUNK:,}-event chunk (EXPLAIN ANALYZE of the fold):")
         print(explain_chunk(url))
     return 0
+
+
+# Each relation of the log and of the read model: its table (with TOAST) and
+# each index, in bytes.
+_DISK = """
+SELECT t.relname, 'table', pg_table_size(t.oid) FROM pg_class AS t
+WHERE t.relname = ANY(%(tables)s) AND t.relkind = 'r'
+UNION ALL
+SELECT t.relname, i.relname, pg_relation_size(i.oid)
+FROM pg_class AS t
+JOIN pg_index AS x ON x.indrelid = t.oid
+JOIN pg_class AS i ON i.oid = x.indexrelid
+WHERE t.relname = ANY(%(tables)s) AND t.relkind = 'r'
+ORDER BY 1, 2 DESC
+"""
+GIB = 2**30
+
+
+def disk(url: str, events: int) -> str:
+    """Bytes per event of the log and the read model, and what that makes at 10^8 and 10^9."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(_DISK, {"tables": ["events", "sms_messages"]}).fetchall()
+    lines = []
+    for relation, part, size in rows:
+        per = size / events
+        lines.append([relation, part, size / 2**20, per, per * 1e8 / GIB, per * 1e9 / GIB])
+    for relation in ("events", "sms_messages"):
+        per = sum(r[2] for r in rows if r[0] == relation) / events
+        lines.append([relation, "all", per * events / 2**20, per, per * 1e8 / GIB, per * 1e9 / GIB])
+    return (
+        f"Disk after the replay, {events:,} events ({events // 2:,} messages); linear to"
+        " 100 M and 1 G events (the seed's ids are random UUIDs, the service's are"
+        " time-ordered UUIDv7, so its id indexes fill their pages better than these):\n"
+        + table(["relation", "part", "MiB", "bytes per event", "GiB at 100 M", "GiB at 1 G"], lines)
+    )
 
 
 def explain_chunk(url: str) -> str:

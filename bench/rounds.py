@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
@@ -39,7 +38,7 @@ from bench.harness import (
     tree_cpu_seconds,
     verdict,
 )
-from bench.ingest import CONNECTIONS, DEFAULT_WORKERS, SKIP, served
+from bench.ingest import CONNECTIONS, DEFAULT_WORKERS, SKIP, senders_file, served
 from bench.wrk import wrk
 
 # The tables whose size grows with the messages stored (or, for the write-side
@@ -119,9 +118,7 @@ class Round(NamedTuple):
 
 def bench(server: Server, args: Any, logs: Path) -> int:
     url = server.create("rounds")
-    senders = logs / "senders.txt"
-    # As in bench.ingest: 100,000 senders cycled, none over the rate limit.
-    senders.write_text("\n".join(phones(100_000, seed=1)) + "\n")
+    senders = senders_file(logs)
     database = postmaster(url)
     rounds: list[Round] = []
     with served("smsq", url, args.workers, logs) as (base, pid):

@@ -125,9 +125,10 @@ async def _work(url: str, settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     listener = Listener(url)
+    sealer = Sealer(_seal_key(settings)) if settings.run_sealer else None
     async with (
         open_pool(url, settings, name="worker") as pool,
-        background(url, pool, listener, Sealer(_seal_key(settings))),
+        background(url, pool, listener, sealer),
         listening(listener),
     ):
         await stop.wait()

@@ -107,7 +107,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await stack.enter_async_context(running_task(access.keep_loaded()))
             await stack.enter_async_context(running_task(readiness.keep_probing()))
             if settings.run_projectors:
-                sealer = Sealer(load_or_create_key(seal_key_path(settings)))
+                sealer = (
+                    Sealer(load_or_create_key(seal_key_path(settings)))
+                    if settings.run_sealer
+                    else None
+                )
                 await stack.enter_async_context(background(url, pool, listener, sealer))
             await stack.enter_async_context(listening(listener))
             try:

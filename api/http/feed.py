@@ -27,6 +27,7 @@ from litestar.types import (
 from api.http.problems import PROBLEM_JSON, FieldError, invalid
 from api.http.schemas import Event
 from api.http.services import Services
+from commands.event_store import RecordedEvent
 from domain.events import EVENT_TYPES
 from projections.feed import Lagged
 
@@ -115,14 +116,13 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         await write(f": following the log after position {after}\n\n")
         async with contextlib.aclosing(feed.follow(after, event_type, quiet=quiet)) as events:
-            async for event in events:
+            async for batch in events:
                 if gone.done():
                     return
-                if event is None:
+                if batch is None:
                     await write(": nothing new\n\n")
                     continue
-                data = _encode(Event.recorded(event)).decode()
-                await write(f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n")
+                await write("".join(map(_message, batch)))
     except Lagged as lagged:
         with contextlib.suppress(Exception):
             await write(f"event: lagged\ndata: {_encode({'detail': str(lagged)}).decode()}\n\n")
@@ -140,6 +140,11 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
         gone.cancel()
     with contextlib.suppress(Exception):
         await send(_body(b"", more=False))
+
+
+def _message(event: RecordedEvent) -> str:
+    data = _encode(Event.recorded(event)).decode()
+    return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n"
 
 
 def _start(status: int, headers: list[tuple[bytes, bytes]]) -> HTTPResponseStartEvent:

@@ -146,6 +146,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     run_projectors: Annotated[
         bool, Meta(description="whether `smsq serve` also runs projectors and processing")
     ] = True
+    run_sealer: Annotated[
+        bool,
+        Meta(
+            description="whether the projectors' processes (`smsq serve`, `smsq worker`) also"
+            " run the sealer; false where another host holds the seal key"
+        ),
+    ] = True
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(description="log level")
     ] = "INFO"

@@ -119,3 +119,26 @@ def test_readers_refuse_a_schema_that_is_behind(databases: Databases) -> None:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(available()) - 1,
         )
+
+
+async def test_a_process_told_not_to_seal_runs_the_projectors_and_never_seals(
+    databases: Databases, tmp_path: Path
+) -> None:
+    url = databases.create()
+    settings = Settings(database_url=url, data_dir=tmp_path / "data", run_sealer=False)
+    async with running(create_app(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as client:
+            sent = {"from": random_phone(), "to": "+447911123456", "message": "unsealed"}
+            created = await client.post("/messages", json=sent)
+            assert created.status_code == 201
+            deadline = time.monotonic() + 10
+            while (await client.get(created.headers["location"])).json()["status"] != "processed":
+                assert time.monotonic() < deadline, "the projectors did not run"
+                await asyncio.sleep(0.05)
+            assert (await client.get("/audit/seals")).json()["items"] == []
+    assert not (tmp_path / "data" / "seal-key.pem").exists()
+    with psycopg.connect(url) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM projection_checkpoints")}
+    assert "sealer" not in names
+    assert {"sms_messages", "processing"} <= names
