@@ -54,6 +54,7 @@ from bench.harness import (
     arguments,
     header,
     load_note,
+    machine,
     postgres,
     postmaster,
     stop_on_sigterm,
@@ -89,13 +90,12 @@ GROUPS = {
     "other": ("message_counters", "seals", "seal_keys", "projection_checkpoints", "api_keys"),
 }
 # The metadata the service writes: the actor that appends each type, and a
-# request id as the server makes them (a UUID): rows of the same size.
-_REQUEST = str(UUID(int=2))
+# request id as the server makes them (a UUID): rows of the same size. Their
+# correlation id tells the loaded rows from the service's.
+LOADED = UUID(int=2)
 METADATA = {
     t: msgspec.json.encode(
-        EventMetadata(
-            correlation_id=UUID(int=2), causation_id=UUID(int=2), actor=a, request_id=_REQUEST
-        )
+        EventMetadata(correlation_id=LOADED, causation_id=LOADED, actor=a, request_id=str(LOADED))
     ).decode()
     for t, a in (
         (SmsReceived.TYPE, "anonymous"),
@@ -196,10 +196,10 @@ async def rebuild(url: str) -> dict[str, dict[str, float]]:
     end of the log: the loaded messages are processed already, and sealing a
     history whose hashes are not real would prove nothing."""
     from projections.catalog import read_models
-    from projections.log import Checkpoint
+    from projections.messages import TABLE as MESSAGES
     from projections.processing import NAME as PROCESSING
     from projections.replay import replay
-    from projections.runner import ensure_checkpoints, move_checkpoint
+    from projections.runner import checkpoint_of, ensure_checkpoints, move_checkpoint
     from projections.sealer import NAME as SEALER
 
     replays = {}
@@ -209,12 +209,8 @@ async def rebuild(url: str) -> dict[str, dict[str, float]]:
             folded = await replay(conn, model)
             seconds = time.perf_counter() - started
             replays[name] = {"events": folded, "seconds": seconds, "events_per_s": folded / seconds}
-        cur = await conn.execute(
-            "SELECT tx_id::text, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1"
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        end = Checkpoint(int(row[0]), row[1])
+        # Where the replays ended: the end of the log, as the readers order it.
+        end = await checkpoint_of(conn, MESSAGES)
         await ensure_checkpoints(conn, [PROCESSING, SEALER])
         for name in (PROCESSING, SEALER):
             async with conn.transaction():
@@ -239,7 +235,7 @@ def disk(url: str) -> dict[str, dict[str, int]]:
 def row_sizes(url: str) -> list[dict[str, Any]]:
     """Average bytes of an event row by type, loaded against appended by the service."""
     with psycopg.connect(url) as conn:
-        rows = conn.execute(_ROWS, (str(UUID(int=2)),)).fetchall()
+        rows = conn.execute(_ROWS, (str(LOADED),)).fetchall()
     return [
         {"type": t, "source": "loaded" if loaded else "service", "rows": n, "bytes": size}
         for t, loaded, n, size in rows
@@ -309,7 +305,8 @@ def step(
         measured, offset = maximum(
             base, (senders_file, offset), args.ingest_seconds, 2, (pid, database), url
         )
-        drain = drained(url)
+        # At 10,000,000 messages, on a busy machine, folding a maximum run can take minutes.
+        drain = drained(url, timeout=1800)
         timings["ingest"] = time.perf_counter() - started
     sizes = disk(url)
     after = stored(url)
@@ -456,6 +453,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
     x = [p["messages"] for p in points]
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
+    figure.suptitle(f"smsq cost curves, {time.strftime('%Y-%m-%d')}: {machine()}", fontsize="small")
     ingest, query, replay, disk_ax = axes.flat
     ingest.plot(x, [p["ingest"]["rps"] for p in points], marker="o")
     ingest.set(title="Ingest max, POST /messages", ylabel="requests/s")
