@@ -36,6 +36,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -280,8 +281,8 @@ def step(
     print(f"{target:,} messages: loading {target - have:,} ({load_note()})", flush=True)
     started = time.perf_counter()
     loaded = grow(url, have, target, senders, n) if target > have else 0
-    timings["load"] = time.perf_counter() - started
-    print(f"  {loaded:,} events in {timings['load']:.0f} s; replaying ({load_note()})", flush=True)
+    timings["grow"] = time.perf_counter() - started
+    print(f"  {loaded:,} events in {timings['grow']:.0f} s; replaying ({load_note()})", flush=True)
     started = time.perf_counter()
     replays = asyncio.run(rebuild(url))
     timings["replay"] = time.perf_counter() - started
@@ -296,6 +297,7 @@ def step(
     events_total = replays["sms_messages"]["events"]
     database = postmaster(url)
     with served("smsq", url, args.workers, logs) as (base, pid):
+        load = os.getloadavg()[0]
         started = time.perf_counter()
         listen = int(base.rsplit(":", 1)[1])
         queries = measure_queries(listen, senders, args.query_seconds, logs)
@@ -328,6 +330,9 @@ def step(
         "disk": {"messages": after, "relations": sizes, "groups": grouped(sizes)},
         "event_rows": row_sizes(url),
         "seconds": timings,
+        # Other work on the machine moves every rate and latency: the 1-minute
+        # load average when the measurements began.
+        "load_average": load,
     }
     return figures, offset
 
@@ -347,7 +352,8 @@ def report(points: list[dict[str, Any]]) -> None:
                 p["replay"]["sms_messages"]["events_per_s"],
                 total_events_per_s(p),
                 sum(groups.values()) / count,
-                *(p["seconds"][k] for k in ("load", "replay", "vacuum", "query", "ingest")),
+                *(p["seconds"][k] for k in ("grow", "replay", "vacuum", "query", "ingest")),
+                p["load_average"],
             ]
         )
     print(
@@ -359,11 +365,12 @@ def report(points: list[dict[str, Any]]) -> None:
                 "replay sms_messages ev/s",
                 "replay all ev/s",
                 "bytes/message",
-                "load s",
+                "grow s",
                 "replay s",
                 "vacuum s",
                 "query s",
                 "ingest s",
+                "load average",
             ],
             rows,
         )
@@ -453,7 +460,12 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
     x = [p["messages"] for p in points]
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
-    figure.suptitle(f"smsq cost curves, {time.strftime('%Y-%m-%d')}: {machine()}", fontsize="small")
+    loads = ", ".join(f"{p['load_average']:.1f}" for p in points)
+    figure.suptitle(
+        f"smsq cost curves, {time.strftime('%Y-%m-%d')}: {machine()};"
+        f" load average at each size {loads}",
+        fontsize="small",
+    )
     ingest, query, replay, disk_ax = axes.flat
     ingest.plot(x, [p["ingest"]["rps"] for p in points], marker="o")
     ingest.set(title="Ingest max, POST /messages", ylabel="requests/s")
@@ -506,7 +518,9 @@ def bench(server: Server, args: Any) -> int:
     print(table(["goal", "measured", "verdict"], goals(points)))
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / f"{args.name}.json"
-    data.write_text(json.dumps({"sizes": args.sizes, "points": points}, indent=1) + "\n")
+    data.write_text(
+        json.dumps({"machine": machine(), "sizes": args.sizes, "points": points}, indent=1) + "\n"
+    )
     picture = args.out / f"{args.name}.png"
     plot(points, picture)
     print(f"figures: {data}; plot: {picture}")
@@ -518,7 +532,7 @@ def bench(server: Server, args: Any) -> int:
 def per_thousand(points: list[dict[str, Any]]) -> float:
     """Seconds of loading and replaying per 1,000 messages: what the next size will take."""
     return statistics.median(
-        (p["seconds"]["load"] + p["seconds"]["replay"]) / p["messages"] * 1000 for p in points
+        (p["seconds"]["grow"] + p["seconds"]["replay"]) / p["messages"] * 1000 for p in points
     )
 
 

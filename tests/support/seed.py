@@ -50,10 +50,11 @@ def message_events(
     per message, or else count / 5 senders taking turns.
     """
     rng = random.Random(seed)
-    pool = senders(max(1, count // 5), rng)
-    chosen = iter(from_) if from_ is not None else (pool[i % len(pool)] for i in range(count))
+    if from_ is None:
+        pool = senders(max(1, count // 5), rng)
+        from_ = (pool[i % len(pool)] for i in range(count))
     pending: list[tuple[str, int, Event]] = []
-    for i, sender in zip(range(count), chosen, strict=False):
+    for i, sender in zip(range(count), from_, strict=False):
         message_id = UUID(int=rng.getrandbits(128), version=4)
         at = start + timedelta(milliseconds=i * 20)
         received = SmsReceived(
