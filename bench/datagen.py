@@ -39,6 +39,14 @@ def zipf_weights(count: int) -> list[float]:
     return list(itertools.accumulate(1 / rank for rank in range(1, count + 1)))
 
 
+def zipf_senders(senders: list[str], seed: int) -> Iterator[str]:
+    """An endless stream of senders, Zipf-distributed as in `message_rows`."""
+    rng = random.Random(seed)
+    weights = zipf_weights(len(senders))
+    while True:
+        yield from rng.choices(senders, cum_weights=weights, k=10_000)
+
+
 def message_rows(count: int, senders: list[str], seed: int) -> Iterator[tuple[Any, ...]]:
     """`sms_messages` rows: senders Zipf-distributed, 3 % not yet processed, 20 ms apart."""
     rng = random.Random(seed)

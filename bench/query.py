@@ -35,7 +35,7 @@ from bench.harness import (
     wait_http,
 )
 from bench.harness import port as free_port
-from bench.wrk import wrk
+from bench.wrk import Run, wrk
 from projections.messages import list_statement
 from tests.support.servers import SMSQ
 
@@ -113,6 +113,40 @@ async def sql_rates(
     )
 
 
+def http_rates(
+    listen: int,
+    sets: list[dict[str, Any]],
+    seconds: float,
+    logs: Path,
+    spy: tuple[int, Path] | None = None,
+) -> tuple[Run, openloop.Result]:
+    """GET /messages through the filter sets on the server at `listen`: the maximum with
+    wrk (after a second's warm-up), then open loop at half that rate for the latency.
+
+    With `spy` (the server's pid, a file), py-spy samples the maximum run.
+    """
+    paths = [path(f) for f in sets]
+    file = logs / "paths.txt"
+    file.write_text("\n".join(paths) + "\n")
+    base = f"http://127.0.0.1:{listen}"
+    wrk(base, "get_paths.lua", [str(file)], seconds=1, connections=CONNECTIONS)
+    sampler = profile.record(spy[0], seconds, spy[1]) if spy else None
+    run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
+    if sampler is not None:
+        sampler.wait()
+    requests = [openloop.get(p) for p in paths]
+    half = asyncio.run(
+        openloop.run(
+            "127.0.0.1",
+            listen,
+            rate=run.rps / 2,
+            seconds=seconds,
+            build=lambda i: requests[i % len(requests)],
+        )
+    )
+    return run, half
+
+
 def bench(server: Server, args: Any, logs: Path) -> int:
     seconds = 3 if args.quick else 8
     rows = args.rows or (100_000 if args.quick else 1_000_000)
@@ -137,26 +171,9 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     with process([SMSQ, "serve"], env=env, log=log) as proc:
         wait_http(base + "/readyz", proc, log)
         for name, sets in scenarios(senders):
-            paths = [path(f) for f in sets]
-            file = logs / "paths.txt"
-            file.write_text("\n".join(paths) + "\n")
             print(f"{name} ({load_note()})", flush=True)
-            wrk(base, "get_paths.lua", [str(file)], seconds=1, connections=CONNECTIONS)
-            profiled = args.profile and name == PROFILED
-            sampler = profile.record(proc.pid, seconds, raw) if profiled else None
-            run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
-            if sampler is not None:
-                sampler.wait()
-            requests = [openloop.get(p) for p in paths]
-            half = asyncio.run(
-                openloop.run(
-                    "127.0.0.1",
-                    listen,
-                    rate=run.rps / 2,
-                    seconds=seconds,
-                    build=lambda i, r=requests: r[i % len(r)],
-                )
-            )
+            spy = (proc.pid, raw) if args.profile and name == PROFILED else None
+            run, half = http_rates(listen, sets, seconds, logs, spy)
             sql = asyncio.run(sql_rates(url, sets, seconds))
             results.append((name, run, half, sql))
 

@@ -8,7 +8,7 @@ of messages take a second, not a minute.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
@@ -25,9 +25,8 @@ RECIPIENTS = ("+447911123456", "+33612345678", "+4915112345678", "+14155550100")
 TEXTS = ("Hello", "Your code is 123456", "Ça va? 👍", "On my way", "x" * 160)
 
 _EVENT_IDS = UUID("0b7c4c1e-5c55-4a8e-9d0f-4a3f2a9b8e21")
-_COPY = (
-    "COPY events (stream_id, version, event_id, type, schema_version, data, metadata) FROM STDIN"
-)
+COPY_COLUMNS = "stream_id, version, event_id, type, schema_version, data, metadata"
+_COPY = f"COPY events ({COPY_COLUMNS}) FROM STDIN"
 
 
 def senders(count: int, rng: random.Random) -> list[str]:
@@ -35,22 +34,32 @@ def senders(count: int, rng: random.Random) -> list[str]:
 
 
 def message_events(
-    count: int, *, seed: int = 7, processed: float = 1.0, media: float = 0.0
+    count: int,
+    *,
+    seed: int = 7,
+    processed: float = 1.0,
+    media: float = 0.0,
+    start: datetime = T0,
+    from_: Iterable[str] | None = None,
 ) -> Iterator[tuple[str, int, Event]]:
     """(stream, version, event) for `count` messages, in a plausible arrival order.
 
     A share `processed` of them gets SmsProcessed, a share `media` one
     MediaAttached; each stream's later events follow its SmsReceived closely.
+    Messages arrive 20 ms apart from `start`; their senders are `from_`, one
+    per message, or else count / 5 senders taking turns.
     """
     rng = random.Random(seed)
-    pool = senders(max(1, count // 5), rng)
+    if from_ is None:
+        pool = senders(max(1, count // 5), rng)
+        from_ = (pool[i % len(pool)] for i in range(count))
     pending: list[tuple[str, int, Event]] = []
-    for i in range(count):
+    for i, sender in zip(range(count), from_, strict=False):
         message_id = UUID(int=rng.getrandbits(128), version=4)
-        at = T0 + timedelta(milliseconds=i * 20)
+        at = start + timedelta(milliseconds=i * 20)
         received = SmsReceived(
             message_id=message_id,
-            from_=pool[i % len(pool)],
+            from_=sender,
             to=rng.choice(RECIPIENTS),
             message=rng.choice(TEXTS),
             received_at=at,
@@ -90,25 +99,32 @@ def attached(message_id: UUID, at: datetime, rng: random.Random) -> MediaAttache
     )
 
 
+_METADATA = msgspec.json.encode(
+    EventMetadata(correlation_id=UUID(int=1), causation_id=UUID(int=1), actor="seed")
+).decode()
+
+
+def event_row(
+    stream: str, version: int, event: Event, metadata: str = _METADATA
+) -> tuple[Any, ...]:
+    """The columns an append writes (`COPY_COLUMNS`); the trigger fills in the rest."""
+    return (
+        stream,
+        version,
+        uuid5(_EVENT_IDS, f"{stream}/{version}"),
+        event.TYPE,
+        event.SCHEMA_VERSION,
+        msgspec.json.encode(event).decode(),
+        metadata,
+    )
+
+
 def copy_events(conn: psycopg.Connection[Any], events: Iterator[tuple[str, int, Event]]) -> int:
     """COPY the events into the log in one transaction; returns how many."""
-    meta = msgspec.json.encode(
-        EventMetadata(correlation_id=UUID(int=1), causation_id=UUID(int=1), actor="seed")
-    ).decode()
     written = 0
     with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
         for stream, version, event in events:
-            copy.write_row(
-                (
-                    stream,
-                    version,
-                    uuid5(_EVENT_IDS, f"{stream}/{version}"),
-                    event.TYPE,
-                    event.SCHEMA_VERSION,
-                    msgspec.json.encode(event).decode(),
-                    meta,
-                )
-            )
+            copy.write_row(event_row(stream, version, event))
             written += 1
     return written
 

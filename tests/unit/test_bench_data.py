@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import timedelta
+
 import phonenumbers
 
-from bench.datagen import message_rows, phones
+from bench.datagen import message_rows, phones, zipf_senders
+from domain.events import SmsReceived
+from tests.support.seed import T0, message_events
 
 
 def test_the_same_seed_gives_the_same_phones_and_rows() -> None:
@@ -29,3 +34,24 @@ def test_senders_are_skewed_so_deep_pages_exist() -> None:
     busiest = sum(1 for r in rows if r[1] == senders[0])
     rarest = sum(1 for r in rows if r[1] == senders[-1])
     assert busiest > 10 * max(rarest, 1)
+
+
+def test_zipf_senders_are_deterministic_and_skewed_like_the_rows() -> None:
+    senders = phones(100, seed=2)
+    stream = list(itertools.islice(zipf_senders(senders, seed=5), 30_000))
+    assert stream == list(itertools.islice(zipf_senders(senders, seed=5), 30_000))
+    busiest, rarest = stream.count(senders[0]), stream.count(senders[-1])
+    assert busiest > 50 * max(rarest, 1)
+
+
+def test_message_events_take_their_senders_and_start_time_when_given() -> None:
+    start = T0 + timedelta(days=3)
+    received = [
+        e
+        for _, _, e in message_events(50, seed=1, start=start, from_=iter(["+12025550123"] * 50))
+        if isinstance(e, SmsReceived)
+    ]
+    assert [e.from_ for e in received] == ["+12025550123"] * 50
+    assert [e.received_at for e in received] == [
+        start + timedelta(milliseconds=20 * i) for i in range(50)
+    ]
