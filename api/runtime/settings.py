@@ -53,6 +53,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: Annotated[str, Meta(description="address `smsq serve` listens on")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535, description="port `smsq serve` listens on")] = 8000
     workers: Annotated[int, Positive, Meta(description="HTTP worker processes")] = 1
+    http2: Annotated[
+        bool,
+        Meta(
+            description="whether `smsq serve` also speaks cleartext HTTP/2; off: HTTP/1.1"
+            " only, where SMSQ_HEADER_TIMEOUT holds from a connection's accept"
+        ),
+    ] = False
+    header_timeout: Annotated[
+        float,
+        Meta(
+            ge=0.1,
+            le=300,
+            description="seconds a connection may take, from its accept or from its last"
+            " answer, to send a request's headers before it is closed",
+        ),
+    ] = 10.0
+    max_connections: Annotated[
+        int,
+        Meta(ge=16, description="most open connections per HTTP worker process; more wait"),
+    ] = 10_000
+    stop_grace: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=600,
+            description="seconds a stop may take (requests in flight answered, batches"
+            " ended) before the process is ended by force",
+        ),
+    ] = 10.0
     pool_max: Annotated[
         int, Positive, Meta(description="most database connections per process")
     ] = 10

@@ -1,0 +1,102 @@
+"""Stops that always end: any number of SIGINT/SIGTERM make one stop, bounded in time.
+
+A Python signal handler runs in the main thread between two bytecodes, so it
+may interrupt code holding a lock, or another run of itself. One that takes a
+lock (as `threading.Event.set` does) can then wait forever for a lock its own
+thread holds; a supervisor that forwards a signal to a whole process group
+delivers it twice. The handler here takes no lock: it writes a byte to a pipe,
+and a thread of its own starts the stop and, past the grace period, ends the
+process by force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Of the grace period, what is kept for ending everything by force.
+FORCE_RESERVE = 1.0
+# The exit status of a stop ended by force (EX_SOFTWARE).
+FORCED = 70
+
+
+class Stop:
+    """Calls `begin` once, on the first signal (from a thread of its own, never
+    inside a signal handler); if the process is still there `grace` seconds
+    after that signal, kills what it started and exits with FORCED."""
+
+    def __init__(self, grace: float, begin: Callable[[], None]) -> None:
+        self.grace = grace
+        self._begin = begin
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._halts: list[Callable[[], None]] = []
+        threading.Thread(target=self._watch, name="smsq-stop", daemon=True).start()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: async-signal-safe in effect, re-entrant, lock-free."""
+        with contextlib.suppress(BlockingIOError):  # a stop is already on its way
+            os.write(self._write, b"\0")
+
+    def install(self) -> None:
+        for signum in SIGNALS:
+            signal.signal(signum, self.handle)
+
+    def on_force(self, halt: Callable[[], None]) -> None:
+        """Also run `halt` (quickly, without waiting long) when the stop is forced."""
+        self._halts.append(halt)
+
+    @property
+    def deadline(self) -> float:
+        """Seconds from the first signal that a graceful stop may take."""
+        return max(self.grace - FORCE_RESERVE, self.grace / 2)
+
+    def _watch(self) -> None:
+        os.read(self._read, 1)
+        signalled = time.monotonic()
+        log.info("stopping: up to %.1f s for requests and batches in flight", self.grace)
+        self._begin()
+        time.sleep(max(0.0, signalled + self.deadline - time.monotonic()))
+        log.error(
+            "forced exit: the stop did not end within %.1f s; ending what is left by force",
+            self.deadline,
+        )
+        for halt in self._halts:
+            try:
+                halt()
+            except Exception:
+                log.exception("forced exit: a clean-up failed")
+        kill_children()
+        logging.shutdown()
+        os._exit(FORCED)
+
+
+def kill_children() -> None:
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+@contextmanager
+def stop_on_signals(grace: float, begin: Callable[[], None]) -> Iterator[Stop]:
+    """A Stop whose handler takes SIGINT and SIGTERM while the block runs."""
+    stop = Stop(grace, begin)
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    stop.install()
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
