@@ -16,7 +16,14 @@ from rich.console import Console
 
 from api.cli.events import events
 from api.cli.keys import keys
-from api.cli.support import cli_settings, database, migrate_or_fail, service_url
+from api.cli.support import (
+    DATABASE,
+    cli_settings,
+    database,
+    migrate_or_fail,
+    service_url,
+    setting_flags,
+)
 from api.cli.verify import verify
 from api.runtime.logs import configure_logging
 from api.runtime.settings import Settings, SettingsError, describe, is_loopback, load_settings
@@ -26,7 +33,10 @@ from api.runtime.stopping import stop_on_signals
 SPARE_FILES = 256
 
 
-@click.group(epilog="\b\nSettings (environment variables):\n" + describe())
+@click.group(
+    epilog="\b\nSettings (environment variables; each also a flag, --host for SMSQ_HOST,"
+    " of the commands that use it, which wins over the variable):\n" + describe()
+)
 def main() -> None:
     """smsq: event-sourced SMS intake over HTTP, backed by PostgreSQL."""
     try:
@@ -212,3 +222,10 @@ async def _replay(url: str, models: list[Any]) -> None:
                 f" in {elapsed:.1f} s ({rate:,.0f} events/s)",
                 err=True,
             )
+
+
+# Each command takes a flag for each setting it uses.
+for command in (migrate, replay, events, verify, *keys.commands.values()):
+    setting_flags(command, DATABASE)
+setting_flags(serve)
+setting_flags(worker, (*DATABASE, "seal_key_file", "pool_max", "db_timeout", "stop_grace"))
