@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import granian._signals
+from granian._granian import WorkerSignal
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
@@ -11,7 +13,7 @@ from granian.server.mp import MPServer
 
 from api.runtime.logs import server_log_config
 from api.runtime.settings import Settings
-from api.runtime.stopping import Stop
+from api.runtime.stopping import SIGNALS, Stop
 
 
 class Server(MPServer):
@@ -20,6 +22,8 @@ class Server(MPServer):
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         self.stop = Stop(settings.stop_grace, self.interrupt)
+        # The workers are forked from this process, and so take this function.
+        granian._signals.set_loop_signals = _set_loop_signals_once
         # HTTP/1.1 alone: hyper then reads the first request's headers under
         # header_read_timeout from the accept. Serving HTTP/2 as well, it waits,
         # with no deadline, for the bytes that tell the two apart.
@@ -45,9 +49,32 @@ class Server(MPServer):
         )
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        # A signal to the process group reaches the workers too, and one may
+        # exit before this process asks it to: that is the stop, not a crash.
+        for worker in list(self.wrks):
+            worker.interrupt_by_parent = True
         self.stop.handle(*args)
 
     def interrupt(self) -> None:
         """Wake the serving loop to stop (from any thread but a signal handler)."""
         self.interrupt_signal = True
         self.main_loop_interrupt.set()
+
+
+def _set_loop_signals_once(loop: Any) -> Any:
+    """granian's own (granian._signals.set_loop_signals), but telling the worker
+    to stop only once: its WorkerSignal.set blocks on a full channel of one,
+    holding the interpreter, so a second SIGTERM or SIGINT (a signal to the
+    group, then the parent's) froze the worker mid-request until it was killed."""
+    stopping = WorkerSignal()
+    told = False
+
+    def tell(signum: int, frame: Any) -> None:
+        nonlocal told  # run by the event loop, one callback at a time
+        if not told:
+            told = True
+            stopping.set()
+
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, tell, signum, None)
+    return stopping

@@ -4,9 +4,13 @@ A Python signal handler runs in the main thread between two bytecodes, so it
 may interrupt code holding a lock, or another run of itself. One that takes a
 lock (as `threading.Event.set` does) can then wait forever for a lock its own
 thread holds; a supervisor that forwards a signal to a whole process group
-delivers it twice. The handler here takes no lock: it writes a byte to a pipe,
-and a thread of its own starts the stop and, past the grace period, ends the
-process by force.
+delivers it twice. And it runs late, or never, when the signal lands on
+another thread (the kernel picks any) while the main thread waits on a lock.
+
+So the signal is carried by the interpreter's wakeup fd, written at delivery
+in whichever thread takes it, to a thread of smsq's own that starts the stop
+and, past the grace period, ends the process by force. The Python handler
+only writes the same pipe; it takes no lock.
 """
 
 from __future__ import annotations
@@ -48,9 +52,11 @@ class Stop:
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler: async-signal-safe in effect, re-entrant, lock-free."""
         with contextlib.suppress(BlockingIOError):  # a stop is already on its way
-            os.write(self._write, b"\0")
+            os.write(self._write, bytes([signum]))
 
     def install(self) -> None:
+        """Take SIGINT and SIGTERM (from the main thread)."""
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         for signum in SIGNALS:
             signal.signal(signum, self.handle)
 
@@ -64,7 +70,9 @@ class Stop:
         return max(self.grace - FORCE_RESERVE, self.grace / 2)
 
     def _watch(self) -> None:
-        os.read(self._read, 1)
+        # The wakeup fd carries every signal with a handler (SIGHUP too): wait for ours.
+        while os.read(self._read, 1)[0] not in SIGNALS:
+            pass
         signalled = time.monotonic()
         log.info("stopping: up to %.1f s for requests and batches in flight", self.grace)
         self._begin()
@@ -98,5 +106,6 @@ def stop_on_signals(grace: float, begin: Callable[[], None]) -> Iterator[Stop]:
     try:
         yield stop
     finally:
+        signal.set_wakeup_fd(-1)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
