@@ -123,14 +123,14 @@ def worker() -> None:
         for call in wake:
             call()
 
-    with stop_on_signals(settings.stop_grace, begin) as stop:
-        if settings.database_url is None:
-            stop.on_force(partial(halt, settings.data_dir))
-        with database(settings) as url:
-            migrate_or_fail(url)
-            if not stopping.is_set():
-                click.echo("smsq: worker running; Ctrl-C to stop", err=True)
-                asyncio.run(_work(service_url(settings, url), settings, stopping, wake))
+    stop = stop_on_signals(settings.stop_grace, begin)
+    if settings.database_url is None:
+        stop.on_force(partial(halt, settings.data_dir))
+    with database(settings) as url:
+        migrate_or_fail(url)
+        if not stopping.is_set():
+            click.echo("smsq: worker running; Ctrl-C to stop", err=True)
+            asyncio.run(_work(service_url(settings, url), settings, stopping, wake))
     click.echo("smsq: worker stopped", err=True)
 
 

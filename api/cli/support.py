@@ -117,7 +117,10 @@ def database(settings: Settings) -> Iterator[str]:
 
     click.echo(f"smsq: starting the embedded PostgreSQL in {settings.data_dir}", err=True)
     with embedded_server(settings.data_dir) as url:
-        yield url
+        try:
+            yield url
+        finally:
+            click.echo("smsq: stopping the embedded PostgreSQL", err=True)
 
 
 SERVICE_ROLE = "smsq_service"

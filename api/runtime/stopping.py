@@ -21,8 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import FrameType
 
 import psutil
@@ -97,15 +96,9 @@ def kill_children() -> None:
             child.kill()
 
 
-@contextmanager
-def stop_on_signals(grace: float, begin: Callable[[], None]) -> Iterator[Stop]:
-    """A Stop whose handler takes SIGINT and SIGTERM while the block runs."""
+def stop_on_signals(grace: float, begin: Callable[[], None]) -> Stop:
+    """A Stop that takes SIGINT and SIGTERM from now until the process exits
+    (a signal that comes once the stop is over must not kill it half-way out)."""
     stop = Stop(grace, begin)
-    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     stop.install()
-    try:
-        yield stop
-    finally:
-        signal.set_wakeup_fd(-1)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    return stop
