@@ -49,14 +49,14 @@ class Server(MPServer):
         )
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
-        # A signal to the process group reaches the workers too, and one may
-        # exit before this process asks it to: that is the stop, not a crash.
-        for worker in list(self.wrks):
-            worker.interrupt_by_parent = True
         self.stop.handle(*args)
 
     def interrupt(self) -> None:
         """Wake the serving loop to stop (from any thread but a signal handler)."""
+        # A signal to the process group reaches the workers too, and one may
+        # exit before this process asks it to: that is the stop, not a crash.
+        for worker in list(self.wrks):
+            worker.interrupt_by_parent = True
         self.interrupt_signal = True
         self.main_loop_interrupt.set()
 

@@ -37,8 +37,9 @@ FORCED = 70
 
 class Stop:
     """Calls `begin` once, on the first signal (from a thread of its own, never
-    inside a signal handler); if the process is still there `grace` seconds
-    after that signal, kills what it started and exits with FORCED."""
+    inside a signal handler); if the process is still there at `deadline`
+    (a second before the end of `grace`, kept for this), runs the clean-ups
+    given to `on_force`, kills the processes it started and exits with FORCED."""
 
     def __init__(self, grace: float, begin: Callable[[], None]) -> None:
         self.grace = grace
@@ -74,7 +75,10 @@ class Stop:
             pass
         signalled = time.monotonic()
         log.info("stopping: up to %.1f s for requests and batches in flight", self.grace)
-        self._begin()
+        try:
+            self._begin()
+        except Exception:  # the deadline below still holds
+            log.exception("stopping: the stop could not begin")
         time.sleep(max(0.0, signalled + self.deadline - time.monotonic()))
         log.error(
             "forced exit: the stop did not end within %.1f s; ending what is left by force",
