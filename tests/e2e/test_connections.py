@@ -10,6 +10,7 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as EventType
@@ -33,6 +34,7 @@ H2_SETTINGS = 0x04
 Probed = tuple[list[tuple[str, int, float]], list[str]]
 
 
+@contextmanager
 def start(database_url: str, workdir: Path, *args: str) -> Iterator[str]:
     env = {
         "SMSQ_DATABASE_URL": database_url,
@@ -45,12 +47,14 @@ def start(database_url: str, workdir: Path, *args: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def guarded(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # Settings as flags: the deadline holds in the server's workers, which
-    # read their settings from the environment `smsq serve` gives them.
+    # Settings as flags: --body-timeout reaches the HTTP workers, which read
+    # their settings from the environment `smsq serve` gives them (the 408
+    # test below shows it did).
     workdir = tmp_path_factory.mktemp("guarded")
-    yield from start(
+    with start(
         database_url, workdir, "--header-timeout", str(DEADLINE), "--body-timeout", "1"
-    )
+    ) as url:
+        yield url
 
 
 def address(url: str) -> tuple[str, int]:
@@ -170,7 +174,7 @@ def test_http2_is_spoken_only_when_enabled(
 ) -> None:
     for args, speaks_h2 in (((), False), (("--http2",), True)):
         workdir = tmp_path_factory.mktemp("h2")
-        for url in start(database_url, workdir, *args):
+        with start(database_url, workdir, *args) as url:
             with socket.create_connection(address(url), timeout=5) as sock:
                 sock.sendall(H2_PREFACE)
                 first = sock.recv(64)
@@ -199,9 +203,11 @@ def test_a_body_cut_off_by_its_deadline_is_a_problem_and_closes_the_connection(
     head = b"POST /messages HTTP/1.1\r\nHost: smsq\r\nContent-Type: application/json\r\n"
     with socket.create_connection(address(guarded), timeout=10) as sock:
         sock.sendall(head + b'Content-Length: 200\r\n\r\n{"from": ')
+        started = time.monotonic()
         answer = b""
         while chunk := sock.recv(4096):
             answer += chunk
+    assert time.monotonic() - started < 3  # --body-timeout 1, not the default 10 s
     head_lines, _, body = answer.partition(b"\r\n\r\n")
     assert head_lines.startswith(b"HTTP/1.1 408 ")
     assert b"\r\nconnection: close" in head_lines.lower()
