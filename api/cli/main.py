@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -15,13 +16,27 @@ from rich.console import Console
 
 from api.cli.events import events
 from api.cli.keys import keys
-from api.cli.support import cli_settings, database, migrate_or_fail, service_url
+from api.cli.support import (
+    DATABASE,
+    cli_settings,
+    database,
+    migrate_or_fail,
+    service_url,
+    setting_flags,
+)
 from api.cli.verify import verify
-from api.runtime.logs import configure_logging, server_log_config
+from api.runtime.logs import configure_logging
 from api.runtime.settings import Settings, SettingsError, describe, is_loopback, load_settings
+from api.runtime.stopping import stop_on_signals
+
+# Open files a server process needs besides its connections: pools, logs, listeners.
+SPARE_FILES = 256
 
 
-@click.group(epilog="\b\nSettings (environment variables):\n" + describe())
+@click.group(
+    epilog="\b\nSettings (environment variables; each also a flag, --host for SMSQ_HOST,"
+    " of the commands that use it, which wins over the variable):\n" + describe()
+)
 def main() -> None:
     """smsq: event-sourced SMS intake over HTTP, backed by PostgreSQL."""
     try:
@@ -48,11 +63,19 @@ def migrate() -> None:
 @main.command()
 def serve() -> None:
     """Migrate, then serve the HTTP API (and, unless disabled, the projectors)."""
-    from granian import Granian
-    from granian.constants import Interfaces
-    from granian.http import HTTP1Settings
+    from api.cli.serving import Server
+    from api.runtime.embedded import halt
+    from api.runtime.process import allow_open_files
 
     settings = cli_settings()
+    # Every connection is an open file; more than the usual 1,024 may be open.
+    allow_open_files(settings.max_connections + SPARE_FILES)
+    server = Server(settings)
+    # From here on a signal starts the stop, also before the server runs
+    # (which then installs the same handler).
+    server.stop.install()
+    if settings.database_url is None:
+        server.stop.on_force(partial(halt, settings.data_dir))
     with database(settings) as url, tempfile.TemporaryDirectory(prefix="smsq-metrics-") as counts:
         migrate_or_fail(url)
         if not is_loopback(settings.host) and not asyncio.run(_keys_exist(url)):
@@ -71,19 +94,10 @@ def serve() -> None:
         # (This process must not import prometheus_client before setting it:
         # the library picks its mode once, at import, and workers inherit it.)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = counts
-        click.echo(f"smsq: serving on http://{settings.host}:{settings.port}", err=True)
-        Granian(
-            "api.http.app:app_from_env",
-            factory=True,
-            interface=Interfaces.ASGI,
-            address=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            # Clients that trickle their headers in give up their connection.
-            http1_settings=HTTP1Settings(header_read_timeout=10_000),
-            log_level=settings.log_level.lower(),  # type: ignore[arg-type]
-            log_dictconfig=server_log_config(settings.log_format),
-        ).serve()
+        if not server.interrupt_signal:
+            click.echo(f"smsq: serving on http://{settings.host}:{settings.port}", err=True)
+            server.serve()
+    click.echo("smsq: stopped", err=True)
 
 
 async def _keys_exist(url: str) -> bool:
@@ -98,11 +112,26 @@ async def _keys_exist(url: str) -> bool:
 @main.command()
 def worker() -> None:
     """Run the projectors and the processing stage without the API (for scale-out)."""
+    from api.runtime.embedded import halt
+
     settings = cli_settings()
+    stopping = threading.Event()
+    wake: list[Callable[[], object]] = []
+
+    def begin() -> None:
+        stopping.set()
+        for call in wake:
+            call()
+
+    stop = stop_on_signals(settings.stop_grace, begin)
+    if settings.database_url is None:
+        stop.on_force(partial(halt, settings.data_dir))
     with database(settings) as url:
         migrate_or_fail(url)
-        click.echo("smsq: worker running; Ctrl-C to stop", err=True)
-        asyncio.run(_work(service_url(settings, url), settings))
+        if not stopping.is_set():
+            click.echo("smsq: worker running; Ctrl-C to stop", err=True)
+            asyncio.run(_work(service_url(settings, url), settings, stopping, wake))
+    click.echo("smsq: worker stopped", err=True)
 
 
 def _seal_key(settings: Settings) -> Any:
@@ -114,16 +143,18 @@ def _seal_key(settings: Settings) -> Any:
         raise click.ClickException(f"the seal key: {error}") from None
 
 
-async def _work(url: str, settings: Settings) -> None:
+async def _work(
+    url: str, settings: Settings, stopping: threading.Event, wake: list[Callable[[], object]]
+) -> None:
     from api.runtime.background import background
     from api.runtime.pooling import open_pool
     from projections.listener import Listener, listening
     from projections.sealer import Sealer
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    wake.append(partial(asyncio.get_running_loop().call_soon_threadsafe, stop.set))
+    if stopping.is_set():  # a signal came while this loop was starting
+        return
     listener = Listener(url)
     sealer = Sealer(_seal_key(settings)) if settings.run_sealer else None
     async with (
@@ -132,7 +163,6 @@ async def _work(url: str, settings: Settings) -> None:
         listening(listener),
     ):
         await stop.wait()
-    click.echo("smsq: worker stopped", err=True)
 
 
 @main.command()
@@ -193,3 +223,10 @@ async def _replay(url: str, models: list[Any]) -> None:
                 f" in {elapsed:.1f} s ({rate:,.0f} events/s)",
                 err=True,
             )
+
+
+# Each command takes a flag for each setting it uses.
+for command in (migrate, replay, events, verify, *keys.commands.values()):
+    setting_flags(command, DATABASE)
+setting_flags(serve)
+setting_flags(worker, (*DATABASE, "seal_key_file", "pool_max", "db_timeout", "stop_grace"))

@@ -3,22 +3,107 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import click
+import msgspec
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from api.runtime.settings import Settings, SettingsError, load_settings, unknown_variables
+from api.runtime.logs import configure_logging
+from api.runtime.settings import (
+    Settings,
+    SettingsError,
+    flag_name,
+    load_settings,
+    unknown_variables,
+    variable_name,
+)
+
+# Where a command's setting flags keep their values, in the click context.
+FLAGS = "smsq.settings"
+# The settings of every command that reaches the database.
+DATABASE = ("database_url", "owner_url", "data_dir", "log_level", "log_format")
 
 
 def cli_settings() -> Settings:
+    """The settings: the `SMSQ_*` variables, and over them the command's flags.
+
+    The flags given are also set as their variables, for the processes the
+    command starts (the HTTP workers of `smsq serve` read their environment).
+    """
     for warning in unknown_variables(os.environ):
         click.echo(f"smsq: warning: {warning}", err=True)
+    flags: dict[str, str] = click.get_current_context().meta.get(FLAGS, {})
     try:
-        return load_settings()
+        settings = load_settings(flags=flags)
     except SettingsError as error:
         raise click.ClickException(f"invalid setting: {error}") from None
+    os.environ.update({variable_name(name): value for name, value in flags.items()})
+    if {"log_level", "log_format"} & flags.keys():
+        configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def setting_flags(command: click.Command, names: Iterable[str] | None = None) -> None:
+    """Give `command` a flag for each setting named (all of them when None),
+    named after its variable and described as it is; `cli_settings` reads them."""
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    chosen = None if names is None else set(names)
+    for field in info.fields:
+        if chosen is None or field.name in chosen:
+            command.params.append(_flag(field))
+
+
+def _flag(field: msgspec.inspect.Field) -> click.Option:
+    schema = getattr(field.type, "extra_json_schema", None) or {}
+    shown = f"{schema.get('description', '')} [{variable_name(field.name)}]"
+    flag = flag_name(field.name)
+    if _is_bool(field.type):
+        return click.Option(
+            [f"{flag}/--no-{flag[2:]}"],
+            default=None,
+            help=shown,
+            expose_value=False,
+            callback=_keep(field.name, lambda value: "true" if value else "false"),
+        )
+    return click.Option(
+        [flag],
+        metavar=_metavar(field.type),
+        help=shown,
+        expose_value=False,
+        callback=_keep(field.name, str),
+    )
+
+
+def _is_bool(kind: msgspec.inspect.Type) -> bool:
+    return isinstance(getattr(kind, "type", kind), msgspec.inspect.BoolType)
+
+
+def _metavar(kind: msgspec.inspect.Type) -> str:
+    kind = getattr(kind, "type", kind)  # a Metadata wraps the type it constrains
+    if isinstance(kind, msgspec.inspect.UnionType):  # X | None
+        kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))
+        kind = getattr(kind, "type", kind)
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        return "[" + "|".join(str(v) for v in kind.values) + "]"
+    if isinstance(kind, msgspec.inspect.CustomType) and kind.cls is Path:
+        return "PATH"
+    names = {msgspec.inspect.IntType: "INTEGER", msgspec.inspect.FloatType: "NUMBER"}
+    return next((n for t, n in names.items() if isinstance(kind, t)), "TEXT")
+
+
+def _keep(
+    name: str, text: Callable[[Any], str]
+) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def keep(ctx: click.Context, _: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault(FLAGS, {})[name] = text(value)
+
+    return keep
 
 
 @contextmanager
@@ -32,7 +117,10 @@ def database(settings: Settings) -> Iterator[str]:
 
     click.echo(f"smsq: starting the embedded PostgreSQL in {settings.data_dir}", err=True)
     with embedded_server(settings.data_dir) as url:
-        yield url
+        try:
+            yield url
+        finally:
+            click.echo("smsq: stopping the embedded PostgreSQL", err=True)
 
 
 SERVICE_ROLE = "smsq_service"

@@ -18,6 +18,7 @@ from psycopg_pool import PoolTimeout
 
 from api.http.access import SCHEME, Access, DeclareSecurity, require_scope
 from api.http.audit import AuditController
+from api.http.connections import CloseUnread
 from api.http.feed import event_stream
 from api.http.health import healthz, readyz
 from api.http.media import MessageMediaController
@@ -169,7 +170,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     # Outermost, so that requests matching no route are counted and logged too.
-    app.asgi_handler = RequestObserver(app.asgi_handler, counted)
+    app.asgi_handler = RequestObserver(CloseUnread(app.asgi_handler), counted)
     return app
 
 

@@ -225,12 +225,16 @@ def _refusal(_: Request[Any, Any, Any], exc: Refusal) -> Response[Problem]:
     return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers)
 
 
+# Litestar's own refusals that the service also gives, with the service's types.
+_SLUGS = {408: "timeout", 413: "too-large"}
+
+
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     detail = (
         exc.detail if exc.detail != HTTPStatus(status).phrase else HTTPStatus(status).description
     )
-    return problem(status, detail, headers=exc.headers)
+    return problem(status, detail, slug=_SLUGS.get(status), headers=exc.headers)
 
 
 def _unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

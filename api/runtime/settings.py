@@ -55,6 +55,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: Annotated[str, Meta(description="address `smsq serve` listens on")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535, description="port `smsq serve` listens on")] = 8000
     workers: Annotated[int, Positive, Meta(description="HTTP worker processes")] = 1
+    http2: Annotated[
+        bool,
+        Meta(
+            description="whether `smsq serve` also speaks cleartext HTTP/2; off: HTTP/1.1"
+            " only, where SMSQ_HEADER_TIMEOUT holds from a connection's accept"
+        ),
+    ] = False
+    header_timeout: Annotated[
+        float,
+        Meta(
+            ge=0.1,
+            le=300,
+            description="seconds a connection may take, from its accept or from its last"
+            " answer, to send a request's headers before it is closed",
+        ),
+    ] = 10.0
+    max_connections: Annotated[
+        int,
+        Meta(ge=16, description="most open connections per HTTP worker process; more wait"),
+    ] = 10_000
+    stop_grace: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=600,
+            description="seconds a stop may take (requests in flight answered, batches"
+            " ended) before the process is ended by force",
+        ),
+    ] = 10.0
     pool_max: Annotated[
         int, Positive, Meta(description="most database connections per process")
     ] = 10
@@ -166,18 +195,24 @@ class SettingsError(ValueError):
     pass
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings of the `SMSQ_*` variables, each overridden by its flag in
+    `flags` (a setting's name to the value given on the command line)."""
     env = os.environ if environ is None else environ
+    flags = flags or {}
     names = {f.name for f in msgspec.structs.fields(Settings)}
     raw = {}
     for key, value in env.items():
         name = key.removeprefix(PREFIX).lower()
         if key.startswith(PREFIX) and name in names and value != "":
             raw[name] = _normalise(name, value)
+    raw |= {name: _normalise(name, value) for name, value in flags.items()}
     try:
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as error:
-        raise SettingsError(_explain(str(error))) from None
+        raise SettingsError(_explain(str(error), flags)) from None
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -206,10 +241,24 @@ def _decode(type_: type, value: object) -> object:
     raise NotImplementedError
 
 
-def _explain(message: str) -> str:
-    # msgspec says "Expected `int` >= 1 - at `$.workers`"; name the variable instead.
+def _explain(message: str, flags: Mapping[str, str]) -> str:
+    # msgspec says "Expected `int` >= 1 - at `$.workers`"; name the flag or variable instead.
     text, _, where = message.partition(" - at `$.")
-    return f"{PREFIX}{where.rstrip('`').upper()}: {text}" if where else message
+    name = where.rstrip("`")
+    if not name:
+        return message
+    if name in flags:
+        return f"{flag_name(name)} {flags[name]!r}: {text}"
+    return f"{PREFIX}{name.upper()}: {text}"
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: `--pool-max` for SMSQ_POOL_MAX."""
+    return "--" + name.replace("_", "-")
+
+
+def variable_name(name: str) -> str:
+    return PREFIX + name.upper()
 
 
 def describe() -> str:

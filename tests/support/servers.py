@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +73,14 @@ def server(
     timeout: float = 60,
     program: str = SMSQ,
     host: str = "127.0.0.1",
+    args: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """Run `smsq serve` on `host` (this checkout's, unless `program` names another)
-    until it answers /readyz; yield its base URL and its process."""
+    """Run `smsq serve` on `host` (this checkout's, unless `program` names another),
+    with `args` added to its command line, until it answers /readyz; yield its
+    base URL and its process."""
     port = free_port(host)
     env = {**env, "SMSQ_PORT": str(port)} | ({"SMSQ_HOST": host} if host != "127.0.0.1" else {})
-    with smsq_process(["serve"], env, log, program) as proc:
+    with smsq_process(["serve", *args], env, log, program) as proc:
         url = f"http://{host}:{port}"
         wait_ready(url, proc, log, timeout)
         yield Server(url, proc)
