@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -19,24 +19,32 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from domain import upcasting
 from domain.access import STREAM, ApiKeyCreated, ApiKeyRevoked, Keys, access_decider
 from domain.events import LOGGED_TYPES
 from projections.chain import EventsDigest, SealBody
 
-# The stored values as text, exactly as the hash covers them. The predecessor's
-# hash comes with each event: the chain is checked link by link, in any order.
+# The stored values as text, exactly as the hash covers them, in reading
+# order. An index scan streams from the first row, so the server reads while
+# the verifier hashes; a sort or a hash join (the predecessor's hash by a
+# self-join) would hold every row back until the whole log had been read.
 _EVENTS = """
 COPY (
-    SELECT e.position, e.tx_id, e.stream_id, e.version, e.event_id, e.type, e.schema_version,
-           e.data, e.metadata, (extract(epoch FROM e.recorded_at) * 1000000)::bigint,
-           e.hash, coalesce(p.hash, CASE WHEN e.version = 1 THEN '' END)
-    FROM events AS e
-    LEFT JOIN events AS p ON p.stream_id = e.stream_id AND p.version = e.version - 1
-    WHERE (e.tx_id, e.position) > (%(tx)s::text::xid8, %(position)s)
-    ORDER BY e.tx_id, e.position
+    SELECT position, tx_id, stream_id, version, event_id, type, schema_version, data, metadata,
+           (extract(epoch FROM recorded_at) * 1000000)::bigint, hash
+    FROM events
+    WHERE (tx_id, position) > (%(tx)s::text::xid8, %(position)s)
+    ORDER BY tx_id, position
 ) TO STDOUT
+"""
+
+# The stored hashes of predecessors that were not read recently, by index.
+_PREDECESSORS = """
+SELECT w.i, p.hash
+FROM unnest(%(streams)s::text[], %(versions)s::int[]) WITH ORDINALITY AS w (stream_id, version, i)
+JOIN events AS p ON p.stream_id = w.stream_id AND p.version = w.version
 """
 
 _SEALS = """
@@ -47,6 +55,9 @@ FROM seals AS s LEFT JOIN seal_keys AS k USING (key_id)
 WHERE s.number >= %(from)s
 ORDER BY s.number
 """
+
+
+RECENT = 10_000  # streams whose last hash is kept (see _Links)
 
 
 class Seal(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,10 +108,12 @@ def verify(
     from_seal: int = 1,
     expect: dict[int, str] | None = None,
     progress: Callable[[int], None] = lambda _: None,
+    recent: int = RECENT,
 ) -> Report:
     """Check everything the database holds from seal `from_seal` on (and the
     events after its predecessor's end). `expect`: seal numbers and the hashes
-    the auditor kept, so that a log cut short is noticed."""
+    the auditor kept, so that a log cut short is noticed. `recent`: how many
+    streams' last hashes are kept at least (see `_Links`)."""
     report = Report()
     expect = dict(expect or {})
     with (
@@ -108,17 +121,13 @@ def verify(
         psycopg.connect(url) as seals_conn,
     ):
         events_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        # Each event's predecessor by a hash join over the whole log: a
-        # million index probes in a nested loop cost the server more than
-        # the scan itself (the table spills to disk past work_mem).
-        events_conn.execute("SET LOCAL enable_nestloop = off")
-        events_conn.execute("SET LOCAL work_mem = '64MB'")
+        # The log in index order, never sorted: see _EVENTS.
+        events_conn.execute("SET LOCAL enable_sort = off")
         row = events_conn.execute(
             "SELECT pg_export_snapshot(), pg_snapshot_xmax(pg_current_snapshot())::text"
         ).fetchone()
         assert row is not None
         snapshot, xmax_text = row
-        xmax = int(xmax_text)
         seals_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         seals_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
@@ -138,18 +147,13 @@ def verify(
         seals = _seal_rows(seals_conn, from_seal)
         checker = _SealChecker(report, public_key, expect, from_seal, start, previous_hash)
         checker.next_seal(seals)
+        links = _Links(report, seals_conn, recent)
         with (
             events_conn.cursor() as cur,
             cur.copy(_EVENTS, {"tx": start[0], "position": start[1]}) as copy,
         ):
-            # PostgreSQL sends each row of a COPY as one message, newline included.
-            for message in copy:
-                place, stored = _check_event(report, bytes(message)[:-1], xmax)
-                checker.event(place, stored, seals)
-                report.events += 1
-                if report.events % 10_000 == 0:
-                    progress(10_000)
-        progress(report.events % 10_000)
+            _check_events(report, copy, int(xmax_text), links, checker, seals, progress)
+        links.resolve()
         checker.finish(seals)
         _check_keys(report, events_conn)
     for number, wanted in expect.items():
@@ -214,67 +218,160 @@ def _seal_rows(conn: psycopg.Connection[Any], from_seal: int) -> Iterator[Seal]:
             yield Seal(body=body, hash=r[9], signature=r[11], public_key=r[13])
 
 
-_NULL = b"\\N"
 _BEFORE_ALL = (-1, -1)
 
-
-# The eleven fields of the encoding (projections/chain.py) in one formatting
-# operation: the hot loop of a verifier that reads a million events.
-_ENCODING = b"%d:%b\n" * 11
+# The fields of the encoding (projections/chain.py), all but the first in one
+# formatting operation: the hot loop of a verifier that reads a million events.
+_FIELD = b"%d:%b\n"
+_BODY = _FIELD * 10  # all but the first, the predecessor's hash
 _DECODERS: dict[tuple[bytes, bytes], msgspec.json.Decoder[Any]] = {
     (cls.TYPE.encode(), str(cls.SCHEMA_VERSION).encode()): msgspec.json.Decoder(cls)
     for cls in LOGGED_TYPES.values()
 }
 
 
-def _check_event(report: Report, line: bytes, xmax: int) -> tuple[tuple[int, int], bytes]:
-    """Check one event (a line of COPY's output); return its place and its stored hash."""
-    cols = line.split(b"\t")
-    missing = cols[11] == _NULL  # before unescaping, which would read it as "N"
-    if b"\\" in line:
-        cols = [_unescape(c) for c in cols]
-    (position, tx_id, stream_id, version, event_id, type_, schema, data, metadata, at, stored,
-     previous) = cols  # fmt: skip
-    if missing:
-        report.faults.append(
-            f"position {int(position)}: the event before it in its stream (version"
-            f" {int(version) - 1}) is missing"
+def _check_events(
+    report: Report,
+    rows: Iterable[Buffer],
+    xmax: int,
+    links: _Links,
+    checker: _SealChecker,
+    seals: Iterator[Seal],
+    progress: Callable[[int], None],
+) -> None:
+    """Check each event (a line of COPY's text output) and pass it to the seals.
+
+    One loop with everything it touches in local names: it runs once per event.
+    """
+    faults = report.faults
+    sha256 = hashlib.sha256
+    decoders = _DECODERS
+    field = _FIELD
+    body = _BODY
+    recent, older = links.recent, links.older
+    size = links.size
+    count = 0
+    for message in rows:
+        # PostgreSQL sends each row of a COPY as one message, newline included.
+        line = bytes(message)[:-1]
+        cols = line.split(b"\t")
+        if b"\\" in line:
+            cols = [_unescape(c) for c in cols]
+        (position, tx_id, stream_id, version, event_id, type_, schema, data, metadata, at,
+         stored) = cols  # fmt: skip
+        number = int(version)
+        if number == 1:
+            previous: bytes | None = b""
+        else:
+            link = recent.get(stream_id)
+            if link is None or link[0] != number - 1:
+                link = older.get(stream_id)
+            previous = link[1] if link is not None and link[0] == number - 1 else None
+        recent[stream_id] = (number, stored)
+        if len(recent) >= size:
+            older = links.older = recent
+            recent = links.recent = {}
+        fields = (
+            len(position), position,
+            len(tx_id), tx_id,
+            len(stream_id), stream_id,
+            len(version), version,
+            len(event_id), event_id,
+            len(type_), type_,
+            len(schema), schema,
+            len(data), data,
+            len(metadata), metadata,
+            len(at), at,
+        )  # fmt: skip
+        if previous is None:
+            links.wait(position, stream_id, number, stored, body % fields)
+        elif (
+            sha256(field % (len(previous), previous) + body % fields).hexdigest().encode() != stored
+        ):
+            faults.append(f"position {int(position)}: the hash does not match the event's contents")
+        place = (int(tx_id), int(position))
+        if place[0] >= xmax:
+            faults.append(f"position {int(position)}: written by a transaction not yet begun")
+        decoder = decoders.get((type_, schema))
+        try:
+            if decoder is not None:
+                decoder.decode(data)
+            else:  # an older version (read as the current one) or one this code cannot read
+                upcasting.decode(type_.decode(errors="replace"), int(schema), data)
+        except upcasting.UnknownEventVersion as error:
+            faults.append(f"position {int(position)}: {error}")
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as error:
+            faults.append(
+                f"position {int(position)}: does not decode as"
+                f" {type_.decode(errors='replace')}: {error}"
+            )
+        checker.event(place, stored, seals)
+        count += 1
+        if count % 10_000 == 0:
+            progress(10_000)
+    progress(count % 10_000)
+    report.events += count
+
+
+class _Links:
+    """The stored hash of each event's predecessor in its stream, which its
+    own hash covers.
+
+    A stream's next event nearly always follows its previous one closely in
+    reading order, so the last event read of each stream is kept in memory,
+    for at least `size` streams and at most twice as many (two generations; the
+    older is dropped when the newer fills), so memory stays flat however long
+    the log. An event whose predecessor is not there (read long before, read
+    after it, or missing) waits, and the waiting ones are looked up together,
+    by index, on the second connection, in the same snapshot.
+    """
+
+    BATCH = 1000
+
+    def __init__(self, report: Report, conn: psycopg.Connection[Any], size: int) -> None:
+        self._report = report
+        self._conn = conn
+        self.size = max(size, 1)
+        self.recent: dict[bytes, tuple[int, bytes]] = {}
+        self.older: dict[bytes, tuple[int, bytes]] = {}
+        self._waiting: list[tuple[bytes, bytes, int, bytes, bytes]] = []
+
+    def wait(
+        self, position: bytes, stream: bytes, version: int, stored: bytes, body: bytes
+    ) -> None:
+        """`body`: the encoding of every field but the predecessor's hash."""
+        self._waiting.append((position, stream, version, stored, body))
+        if len(self._waiting) >= self.BATCH:
+            self.resolve()
+
+    def resolve(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        found: dict[int, str] = dict(
+            self._conn.execute(
+                _PREDECESSORS,
+                {
+                    "streams": [stream.decode() for _, stream, _, _, _ in waiting],
+                    "versions": [version - 1 for _, _, version, _, _ in waiting],
+                },
+            ).fetchall()
         )
-        previous = b""
-    encoded = _ENCODING % (
-        len(previous), previous,
-        len(position), position,
-        len(tx_id), tx_id,
-        len(stream_id), stream_id,
-        len(version), version,
-        len(event_id), event_id,
-        len(type_), type_,
-        len(schema), schema,
-        len(data), data,
-        len(metadata), metadata,
-        len(at), at,
-    )  # fmt: skip
-    if hashlib.sha256(encoded).hexdigest().encode() != stored:
-        report.faults.append(
-            f"position {int(position)}: the hash does not match the event's contents"
-        )
-    place = (int(tx_id), int(position))
-    if place[0] >= xmax:
-        report.faults.append(f"position {int(position)}: written by a transaction not yet begun")
-    decoder = _DECODERS.get((type_, schema))
-    try:
-        if decoder is not None:
-            decoder.decode(data)
-        else:  # an older version (read as the current one) or one this code cannot read
-            upcasting.decode(type_.decode(errors="replace"), int(schema), data)
-    except upcasting.UnknownEventVersion as error:
-        report.faults.append(f"position {int(position)}: {error}")
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as error:
-        report.faults.append(
-            f"position {int(position)}: does not decode as {type_.decode(errors='replace')}:"
-            f" {error}"
-        )
-    return place, stored
+        faults = self._report.faults
+        for i, (position, _, version, stored, body) in enumerate(waiting, 1):
+            previous = found.get(i)
+            if previous is None:
+                faults.append(
+                    f"position {int(position)}: the event before it in its stream (version"
+                    f" {version - 1}) is missing"
+                )
+                previous = ""
+            link = previous.encode()
+            encoded = _FIELD % (len(link), link) + body
+            if hashlib.sha256(encoded).hexdigest().encode() != stored:
+                faults.append(
+                    f"position {int(position)}: the hash does not match the event's contents"
+                )
 
 
 class _SealChecker:
