@@ -46,11 +46,19 @@ def child(url: str) -> None:
 
     me = psutil.Process()
     rss: list[float] = []
+
+    def tree_rss(n: int) -> None:
+        """The verifier's processes together (it checks parts of the log side by side)."""
+        if n:
+            processes = [me, *me.children(recursive=True)]
+            rss.append(sum(p.memory_info().rss for p in processes) / 2**20)
+
     started = time.perf_counter()
     cpu = time.process_time()
-    report = verify(url, progress=lambda _: rss.append(me.memory_info().rss / 2**20))
+    report = verify(url, progress=tree_rss)
     elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - cpu + children.ru_utime + children.ru_stime
     print(
         json.dumps(
             {
@@ -59,7 +67,8 @@ def child(url: str) -> None:
                 "faults": len(report.faults),
                 "seconds": elapsed,
                 "cpu": cpu,
-                "rss_first": rss[0],
+                # After the first tenth: once every process has started.
+                "rss_first": rss[len(rss) // 10],
                 "rss_last": rss[-1],
             }
         )
@@ -113,14 +122,15 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
     report, server_cpu = run_child(url)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rate = report["events"] / report["seconds"]
-    # On a machine of its own, the verifier and its server backend run side by
-    # side (COPY streams while the client checks): the busier of the two sets
-    # the pace. Under other load, wall time says more about the neighbours.
-    bound = max(report["cpu"], server_cpu)
+    # On a machine of its own, the verifier's processes and their server
+    # backends run side by side (COPY streams while the client checks) and
+    # share its cores. Under other load, wall time says more about the neighbours.
+    cores = len(os.sched_getaffinity(0))
+    bound = (report["cpu"] + server_cpu) / cores
     capacity = report["events"] / bound if bound else 0.0
     print(
         f"CPU: verifier {report['cpu']:.1f} s, its server backends {server_cpu:.1f} s;"
-        f" on two idle cores about {capacity:,.0f} events/s"
+        f" on {cores} idle cores about {capacity:,.0f} events/s"
     )
     print()
     print(
@@ -146,7 +156,7 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
             verdict(capacity >= GOAL),
         ],
         [
-            "memory flat (RSS at the first mark vs the end)",
+            "memory flat (its processes' RSS after a tenth vs at the end)",
             f"{report['rss_first']:.0f} -> {report['rss_last']:.0f} MiB",
             verdict(report["rss_last"] <= report["rss_first"] * 1.1),
         ],

@@ -1,93 +1,50 @@
-"""Checking the log from the database alone: every event hash, every seal.
+"""Checking the log from the database alone: every event hash, every seal,
+every key.
 
 The verifier reads with nothing but SELECT (the auditor's role), in one
-snapshot: the events stream through COPY in reading order, the seals through
-a cursor on a second connection that shares the snapshot, so memory stays
-flat however long the log. Each fault is a line naming a position or a seal.
+snapshot. The seals split the log into parts of about equal size, checked
+side by side, one process each (projections/verify_part.py): hashing and
+decoding a million events is CPU work, and one process would leave the
+other cores idle. Each fault is a line naming a position, a seal or a key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Callable, Iterator
+import contextlib
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 import msgspec
 import psycopg
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg import sql
 
-from domain import upcasting
 from domain.access import STREAM, ApiKeyCreated, ApiKeyRevoked, Keys, access_decider
 from domain.events import LOGGED_TYPES
-from projections.chain import EventsDigest, SealBody
+from projections.verify_part import RECENT, Part, Report, check_part
 
-# The stored values as text, exactly as the hash covers them. The predecessor's
-# hash comes with each event: the chain is checked link by link, in any order.
-_EVENTS = """
-COPY (
-    SELECT e.position, e.tx_id, e.stream_id, e.version, e.event_id, e.type, e.schema_version,
-           e.data, e.metadata, (extract(epoch FROM e.recorded_at) * 1000000)::bigint,
-           e.hash, coalesce(p.hash, CASE WHEN e.version = 1 THEN '' END)
-    FROM events AS e
-    LEFT JOIN events AS p ON p.stream_id = e.stream_id AND p.version = e.version - 1
-    WHERE (e.tx_id, e.position) > (%(tx)s::text::xid8, %(position)s)
-    ORDER BY e.tx_id, e.position
-) TO STDOUT
+# Fewer events than this in a part are not worth a process of its own
+# (starting one costs about as much as checking 100,000 events).
+PART_EVENTS = 200_000
+
+# Where the parts meet: the last seal of each share of the sealed events but
+# the last share (whose part runs on to the log's end), with its end and hash.
+_SPLITS = """
+SELECT DISTINCT ON (share) number, to_tx_id::text, to_position, hash
+FROM (
+    SELECT number, to_tx_id, to_position, hash,
+           (sum(greatest(events, 1)) OVER (ORDER BY number) - 1) * %(parts)s
+               / sum(greatest(events, 1)) OVER () AS share
+    FROM seals WHERE number >= %(from)s
+) AS s
+WHERE share < %(parts)s - 1
+ORDER BY share, number DESC
 """
-
-_SEALS = """
-SELECT s.number, s.after_tx_id::text, s.after_position, s.to_tx_id::text, s.to_position,
-       s.from_position, s.events, s.events_digest, s.previous, s.hash, s.key_id, s.signature,
-       (extract(epoch FROM s.sealed_at) * 1000000)::bigint, k.public_key
-FROM seals AS s LEFT JOIN seal_keys AS k USING (key_id)
-WHERE s.number >= %(from)s
-ORDER BY s.number
-"""
-
-
-class Seal(msgspec.Struct, frozen=True, kw_only=True):
-    body: SealBody
-    hash: str
-    signature: str
-    public_key: str | None
-
-    @property
-    def number(self) -> int:
-        return self.body.number
-
-    @property
-    def end(self) -> tuple[int, int]:
-        return (self.body.to_tx_id, self.body.to_position)
-
-
-class Report(msgspec.Struct, kw_only=True):
-    faults: list[str] = msgspec.field(default_factory=list)
-    events: int = 0
-    seals: int = 0
-    unsealed: int = 0
-    last_seal: tuple[int, str] | None = None
-
-
-_ESCAPE = re.compile(rb"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))")
-_SIMPLE = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
-
-
-def _unescape_match(m: re.Match[bytes]) -> bytes:
-    octal, hexa, char = m.groups()
-    if octal:
-        return bytes([int(octal, 8) & 0xFF])
-    if hexa:
-        return bytes([int(hexa, 16)])
-    return _SIMPLE.get(char, char)
-
-
-def _unescape(value: bytes) -> bytes:
-    """A value of COPY's text format as the bytes it stands for."""
-    return _ESCAPE.sub(_unescape_match, value) if b"\\" in value else value
 
 
 def verify(
@@ -97,33 +54,21 @@ def verify(
     from_seal: int = 1,
     expect: dict[int, str] | None = None,
     progress: Callable[[int], None] = lambda _: None,
+    jobs: int | None = None,
+    part_events: int = PART_EVENTS,
+    recent: int = RECENT,
 ) -> Report:
     """Check everything the database holds from seal `from_seal` on (and the
     events after its predecessor's end). `expect`: seal numbers and the hashes
-    the auditor kept, so that a log cut short is noticed."""
+    the auditor kept, so that a log cut short is noticed. `jobs`: processes
+    at most (default: one per CPU), each given `part_events` at least.
+    `recent`: streams whose last hash each keeps (projections/verify_part.py)."""
     report = Report()
     expect = dict(expect or {})
-    with (
-        psycopg.connect(url) as events_conn,
-        psycopg.connect(url) as seals_conn,
-    ):
-        events_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        # Each event's predecessor by a hash join over the whole log: a
-        # million index probes in a nested loop cost the server more than
-        # the scan itself (the table spills to disk past work_mem).
-        events_conn.execute("SET LOCAL enable_nestloop = off")
-        events_conn.execute("SET LOCAL work_mem = '64MB'")
-        row = events_conn.execute(
-            "SELECT pg_export_snapshot(), pg_snapshot_xmax(pg_current_snapshot())::text"
-        ).fetchone()
-        assert row is not None
-        snapshot, xmax_text = row
-        xmax = int(xmax_text)
-        seals_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        seals_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-
-        start = (0, 0)
-        previous_hash = ""
+    with psycopg.connect(url) as events_conn, psycopg.connect(url) as seals_conn:
+        snapshot, xmax = _begin(events_conn)
+        _join(seals_conn, snapshot)
+        whole = Part(first=from_seal)
         if from_seal > 1:
             before = seals_conn.execute(
                 "SELECT to_tx_id::text, to_position, hash FROM seals WHERE number = %s",
@@ -133,28 +78,145 @@ def verify(
                 report.faults.append(f"seal {from_seal - 1}: missing")
             else:
                 start = (int(before[0]), before[1])
-                previous_hash = before[2]
-
-        seals = _seal_rows(seals_conn, from_seal)
-        checker = _SealChecker(report, public_key, expect, from_seal, start, previous_hash)
-        checker.next_seal(seals)
-        with (
-            events_conn.cursor() as cur,
-            cur.copy(_EVENTS, {"tx": start[0], "position": start[1]}) as copy,
-        ):
-            # PostgreSQL sends each row of a COPY as one message, newline included.
-            for message in copy:
-                place, stored = _check_event(report, bytes(message)[:-1], xmax)
-                checker.event(place, stored, seals)
-                report.events += 1
-                if report.events % 10_000 == 0:
-                    progress(10_000)
-        progress(report.events % 10_000)
-        checker.finish(seals)
+                whole = Part(first=from_seal, start=start, previous=before[2])
+        parts = _split(seals_conn, whole, jobs or len(os.sched_getaffinity(0)), part_events)
+        raw = (
+            None if public_key is None else public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+        task = _Task(url=url, snapshot=snapshot, xmax=xmax, public_key=raw, recent=recent)
+        # Each part is given the expected seals in its range, and gives back those it did not find.
+        shares = [{n: expect.pop(n) for n in list(expect) if p.first <= n <= p.last} for p in parts]
+        for found, left in _check_parts(task, (events_conn, seals_conn), parts, shares, progress):
+            report.faults += found.faults
+            report.events += found.events
+            report.seals += found.seals
+            report.unsealed += found.unsealed
+            report.last_seal = found.last_seal or report.last_seal
+            expect |= left
         _check_keys(report, events_conn)
-    for number, wanted in expect.items():
+    for number, wanted in sorted(expect.items()):
         report.faults.append(f"seal {number}: expected with hash {wanted}, not in the database")
     return report
+
+
+def _begin(conn: psycopg.Connection[Any]) -> tuple[str, int]:
+    """Open the snapshot every part reads; its name, and the first transaction after it."""
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    # The log in index order, never sorted (see verify_part._EVENTS).
+    conn.execute("SET LOCAL enable_sort = off")
+    row = conn.execute(
+        "SELECT pg_export_snapshot(), pg_snapshot_xmax(pg_current_snapshot())::text"
+    ).fetchone()
+    assert row is not None
+    return row[0], int(row[1])
+
+
+def _join(conn: psycopg.Connection[Any], snapshot: str) -> None:
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    conn.execute("SET LOCAL enable_sort = off")
+
+
+def _split(conn: psycopg.Connection[Any], whole: Part, jobs: int, part_events: int) -> list[Part]:
+    """`whole` in parts of about equal numbers of sealed events, at most `jobs`,
+    each of `part_events` at least."""
+    row = conn.execute(
+        "SELECT coalesce(sum(greatest(events, 1)), 0) FROM seals WHERE number >= %s",
+        (whole.first,),
+    ).fetchone()
+    count = min(jobs, (row[0] if row else 0) // max(part_events, 1))
+    if count < 2:
+        return [whole]
+    parts = []
+    first, start, previous = whole.first, whole.start, whole.previous
+    for number, to_tx, to_position, hash_ in conn.execute(
+        _SPLITS, {"from": whole.first, "parts": count}
+    ):
+        end = (int(to_tx), to_position)
+        parts.append(Part(first=first, last=number, start=start, previous=previous, end=end))
+        first, start, previous = number + 1, end, hash_
+    return [*parts, Part(first=first, start=start, previous=previous)]
+
+
+class _Task(msgspec.Struct, frozen=True, kw_only=True):
+    """What the check of every part needs besides the part."""
+
+    url: str
+    snapshot: str
+    xmax: int
+    public_key: bytes | None  # raw
+    recent: int
+
+    def check(
+        self,
+        conns: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+        part: Part,
+        expect: dict[int, str],
+        progress: Callable[[int], None],
+    ) -> tuple[Report, dict[int, str]]:
+        key = (
+            None if self.public_key is None else Ed25519PublicKey.from_public_bytes(self.public_key)
+        )
+        report = check_part(
+            *conns, part, xmax=self.xmax, public_key=key, expect=expect, progress=progress,
+            recent=self.recent,
+        )  # fmt: skip
+        return report, expect
+
+
+def _check_parts(
+    task: _Task,
+    conns: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+    parts: list[Part],
+    shares: list[dict[int, str]],
+    progress: Callable[[int], None],
+) -> list[tuple[Report, dict[int, str]]]:
+    """The first part here, on `conns`, the others in processes of their own,
+    all at once; their progress comes back through a queue."""
+    if len(parts) == 1:
+        return [task.check(conns, parts[0], shares[0], progress)]
+    context = multiprocessing.get_context("spawn")
+    counts: multiprocessing.Queue[int] = context.Queue()
+
+    def tell(n: int) -> None:
+        progress(n)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                progress(counts.get_nowait())
+
+    with ProcessPoolExecutor(
+        len(parts) - 1, mp_context=context, initializer=_report_to, initargs=(counts,)
+    ) as pool:
+        others = [
+            pool.submit(_check_elsewhere, task, part, share)
+            for part, share in zip(parts[1:], shares[1:], strict=True)
+        ]
+        results = [task.check(conns, parts[0], shares[0], tell)]
+        pending: set[Future[tuple[Report, dict[int, str]]]] = set(others)
+        while pending:
+            _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            tell(0)
+    tell(0)
+    return results + [future.result() for future in others]
+
+
+_counts: multiprocessing.Queue[int] | None = None  # in a pool's process: where progress goes
+
+
+def _report_to(counts: multiprocessing.Queue[int]) -> None:
+    global _counts
+    _counts = counts
+
+
+def _check_elsewhere(
+    task: _Task, part: Part, expect: dict[int, str]
+) -> tuple[Report, dict[int, str]]:
+    """One part, in a pool's process: its own connections, the same snapshot."""
+    assert _counts is not None
+    with psycopg.connect(task.url) as events_conn, psycopg.connect(task.url) as seals_conn:
+        _join(events_conn, task.snapshot)
+        _join(seals_conn, task.snapshot)
+        return task.check((events_conn, seals_conn), part, expect, _counts.put)
 
 
 def _check_keys(report: Report, conn: psycopg.Connection[Any]) -> None:
@@ -196,201 +258,3 @@ def _check_keys(report: Report, conn: psycopg.Connection[Any]) -> None:
             report.faults.append(f"key {key_id}: its events say {said}, its row does not")
     for key_id in sorted(set(keys) - seen):
         report.faults.append(f"key {key_id}: made by its events, but its row is gone")
-
-
-def _seal_rows(conn: psycopg.Connection[Any], from_seal: int) -> Iterator[Seal]:
-    with conn.cursor(name="seals") as cur:
-        cur.itersize = 1000
-        cur.execute(_SEALS, {"from": from_seal})
-        for r in cur:
-            body = SealBody(
-                number=r[0],
-                after_tx_id=int(r[1]),
-                after_position=r[2],
-                to_tx_id=int(r[3]),
-                to_position=r[4],
-                from_position=r[5],
-                events=r[6],
-                events_digest=r[7],
-                previous=r[8],
-                key_id=r[10],
-                sealed_at_us=r[12],
-            )
-            yield Seal(body=body, hash=r[9], signature=r[11], public_key=r[13])
-
-
-_NULL = b"\\N"
-_BEFORE_ALL = (-1, -1)
-
-
-# The eleven fields of the encoding (projections/chain.py) in one formatting
-# operation: the hot loop of a verifier that reads a million events.
-_ENCODING = b"%d:%b\n" * 11
-_DECODERS: dict[tuple[bytes, bytes], msgspec.json.Decoder[Any]] = {
-    (cls.TYPE.encode(), str(cls.SCHEMA_VERSION).encode()): msgspec.json.Decoder(cls)
-    for cls in LOGGED_TYPES.values()
-}
-
-
-def _check_event(report: Report, line: bytes, xmax: int) -> tuple[tuple[int, int], bytes]:
-    """Check one event (a line of COPY's output); return its place and its stored hash."""
-    cols = line.split(b"\t")
-    missing = cols[11] == _NULL  # before unescaping, which would read it as "N"
-    if b"\\" in line:
-        cols = [_unescape(c) for c in cols]
-    (position, tx_id, stream_id, version, event_id, type_, schema, data, metadata, at, stored,
-     previous) = cols  # fmt: skip
-    if missing:
-        report.faults.append(
-            f"position {int(position)}: the event before it in its stream (version"
-            f" {int(version) - 1}) is missing"
-        )
-        previous = b""
-    encoded = _ENCODING % (
-        len(previous), previous,
-        len(position), position,
-        len(tx_id), tx_id,
-        len(stream_id), stream_id,
-        len(version), version,
-        len(event_id), event_id,
-        len(type_), type_,
-        len(schema), schema,
-        len(data), data,
-        len(metadata), metadata,
-        len(at), at,
-    )  # fmt: skip
-    if hashlib.sha256(encoded).hexdigest().encode() != stored:
-        report.faults.append(
-            f"position {int(position)}: the hash does not match the event's contents"
-        )
-    place = (int(tx_id), int(position))
-    if place[0] >= xmax:
-        report.faults.append(f"position {int(position)}: written by a transaction not yet begun")
-    decoder = _DECODERS.get((type_, schema))
-    try:
-        if decoder is not None:
-            decoder.decode(data)
-        else:  # an older version (read as the current one) or one this code cannot read
-            upcasting.decode(type_.decode(errors="replace"), int(schema), data)
-    except upcasting.UnknownEventVersion as error:
-        report.faults.append(f"position {int(position)}: {error}")
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError) as error:
-        report.faults.append(
-            f"position {int(position)}: does not decode as {type_.decode(errors='replace')}:"
-            f" {error}"
-        )
-    return place, stored
-
-
-class _SealChecker:
-    """Walks the seals beside the events: each event belongs to the first seal
-    whose end is not before it, and each seal must cover exactly its events."""
-
-    def __init__(
-        self,
-        report: Report,
-        public_key: Ed25519PublicKey | None,
-        expect: dict[int, str],
-        number: int,
-        start: tuple[int, int],
-        previous_hash: str,
-    ) -> None:
-        self._report = report
-        self._key = public_key
-        self._expect = expect
-        self._number = number  # the number the next seal must have
-        self._end = start  # where the previous seal ended
-        self._previous = previous_hash
-        self._seal: Seal | None = None
-        self._seal_end = _BEFORE_ALL
-        self._digest = EventsDigest()
-        self._first: int | None = None
-        self._keys: dict[str, Ed25519PublicKey | None] = {}
-
-    def next_seal(self, seals: Iterator[Seal]) -> None:
-        self._seal = next(seals, None)
-        self._seal_end = _BEFORE_ALL if self._seal is None else self._seal.end
-        self._digest = EventsDigest()
-        self._first = None
-        if self._seal is not None:
-            self._check_header(self._seal)
-
-    def event(self, place: tuple[int, int], event_hash: bytes, seals: Iterator[Seal]) -> None:
-        if place <= self._seal_end:  # the usual case, first: one comparison
-            if self._first is None:
-                self._first = place[1]
-            self._digest.add(event_hash)
-            return
-        while self._seal is not None and place > self._seal.end:
-            self._close(self._seal)
-            self.next_seal(seals)
-        if self._seal is None:
-            self._report.unsealed += 1
-            return
-        if self._first is None:
-            self._first = place[1]
-        self._digest.add(event_hash)
-
-    def finish(self, seals: Iterator[Seal]) -> None:
-        while self._seal is not None:
-            self._close(self._seal)
-            self.next_seal(seals)
-
-    def _check_header(self, seal: Seal) -> None:
-        faults = self._report.faults
-        n = seal.number
-        if n != self._number:
-            faults.append(f"seal {self._number}: missing (the next seal is {n})")
-        body = seal.body
-        if body.previous != self._previous:
-            faults.append(f"seal {n}: does not chain to the seal before it")
-        if (body.after_tx_id, body.after_position) != self._end:
-            faults.append(f"seal {n}: does not start where the seal before it ended")
-        if body.hash() != seal.hash:
-            faults.append(f"seal {n}: the hash does not match the seal's contents")
-        key = self._verifying_key(seal)
-        if key is None:
-            faults.append(f"seal {n}: signed by key {body.key_id}, which is not known")
-        else:
-            try:
-                key.verify(bytes.fromhex(seal.signature), bytes.fromhex(seal.hash))
-            except (InvalidSignature, ValueError):
-                faults.append(f"seal {n}: the signature is not valid")
-        wanted = self._expect.pop(n, None)
-        if wanted is not None and wanted != seal.hash:
-            faults.append(f"seal {n}: the hash is not the one expected ({wanted})")
-        self._number = n + 1
-        self._end = seal.end
-        self._previous = seal.hash
-        self._report.seals += 1
-        self._report.last_seal = (n, seal.hash)
-
-    def _close(self, seal: Seal) -> None:
-        faults = self._report.faults
-        if self._digest.count != seal.body.events:
-            faults.append(
-                f"seal {seal.number}: covers {self._digest.count} events in the log,"
-                f" sealed {seal.body.events}"
-            )
-        elif self._digest.hexdigest() != seal.body.events_digest:
-            faults.append(f"seal {seal.number}: the events it covers are not the ones sealed")
-        elif self._first is not None and self._first != seal.body.from_position:
-            faults.append(f"seal {seal.number}: does not start at the event sealed first")
-
-    def _verifying_key(self, seal: Seal) -> Ed25519PublicKey | None:
-        if self._key is not None:
-            return self._key
-        key_id = seal.body.key_id
-        if key_id not in self._keys:
-            self._keys[key_id] = None
-            if seal.public_key is not None:
-                loaded = load_pem_public_key(seal.public_key.encode())
-                if isinstance(loaded, Ed25519PublicKey) and key_id == key_id_of(loaded):
-                    self._keys[key_id] = loaded
-        return self._keys[key_id]
-
-
-def key_id_of(key: Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return hashlib.sha256(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()

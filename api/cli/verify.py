@@ -45,7 +45,14 @@ def _expected(_: click.Context, __: click.Parameter, values: tuple[str, ...]) ->
     metavar="N:HASH",
     help="A seal the auditor kept: it must still be there, with this hash (repeatable).",
 )
-def verify(from_seal: int, public_key: Path | None, expect: dict[int, str]) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Processes that check parts of the log side by side (default: one per CPU).",
+)
+def verify(
+    from_seal: int, public_key: Path | None, expect: dict[int, str], jobs: int | None
+) -> None:
     """Recompute every event hash and seal, check the signatures; exit 0 only when clean."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -82,6 +89,7 @@ def verify(from_seal: int, public_key: Path | None, expect: dict[int, str]) -> N
                 from_seal=from_seal,
                 expect=expect,
                 progress=lambda n: bar.advance(task, n),
+                jobs=jobs,
             )
     elapsed = time.monotonic() - started
     for fault in report.faults:
