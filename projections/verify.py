@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg import sql
 
+from domain import upcasting
 from domain.access import STREAM, ApiKeyCreated, ApiKeyRevoked, Keys, access_decider
-from domain.events import LOGGED_TYPES
 from projections.verify_part import RECENT, Part, Report, check_part
 
 # Fewer events than this in a part are not worth a process of its own
