@@ -122,10 +122,17 @@ def alive(pid: int) -> bool:
 
 
 def run_cycle(cycle: Cycle, env: dict[str, str], workdir: Path) -> Outcome:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    # A loopback address of the cycle's own: cycles run side by side, and a
+    # port is only free until a server binds it. Once in CI a cycle's server
+    # died of SIGINT 28 ms after the signals, as a process does once Python has
+    # removed its handlers on the way out: most likely two cycles were given
+    # one port, the second server could not bind it and was exiting while
+    # the first answered its /readyz.
+    host = f"127.0.0.{10 + cycle.number % 240}"
+    port = free_port(host)
+    url = f"http://{host}:{port}"
     log = workdir / f"cycle-{cycle.number}.log"
-    args = ["serve", "--port", str(port), "--stop-grace", str(GRACE)]
+    args = ["serve", "--host", host, "--port", str(port), "--stop-grace", str(GRACE)]
     with smsq_process(args, env, log) as proc:
         wait_ready(url, proc, log, timeout=120)
         postmaster = postmaster_pid(env)
