@@ -4,8 +4,9 @@
 
 The log is seeded with COPY as bench.replay seeds it (the trigger computes
 each hash as the service's appends do), then sealed by the sealer in seals of
-1,000 events. The verifier runs in a child process, as smsq_auditor, so that
-its peak RSS is its own; its RSS is sampled at each progress mark.
+1,000 events. The verifier runs in a child process (bench/verify_child.py), as
+smsq_auditor, so that its peak RSS is its own; its RSS is sampled at each
+progress mark.
 """
 
 from __future__ import annotations
@@ -41,40 +42,6 @@ GOAL = 200_000
 APP = "smsq-bench-verify"
 
 
-def child(url: str) -> None:
-    from projections.verify import verify
-
-    me = psutil.Process()
-    rss: list[float] = []
-
-    def tree_rss(n: int) -> None:
-        """The verifier's processes together (it checks parts of the log side by side)."""
-        if n:
-            processes = [me, *me.children(recursive=True)]
-            rss.append(sum(p.memory_info().rss for p in processes) / 2**20)
-
-    started = time.perf_counter()
-    cpu = time.process_time()
-    report = verify(url, progress=tree_rss)
-    elapsed = time.perf_counter() - started
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = time.process_time() - cpu + children.ru_utime + children.ru_stime
-    print(
-        json.dumps(
-            {
-                "events": report.events,
-                "seals": report.seals,
-                "faults": len(report.faults),
-                "seconds": elapsed,
-                "cpu": cpu,
-                # After the first tenth: once every process has started.
-                "rss_first": rss[len(rss) // 10],
-                "rss_last": rss[-1],
-            }
-        )
-    )
-
-
 async def seal(url: str) -> int:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         return await catch_up(conn, Sealer(Ed25519PrivateKey.generate()), 1000)
@@ -83,7 +50,7 @@ async def seal(url: str) -> int:
 def run_child(url: str) -> tuple[dict[str, float], float]:
     """The child's report, and the CPU seconds its server backends spent."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.verify", "--child", as_role(url, "smsq_auditor")],
+        [sys.executable, "-m", "bench.verify_child", as_role(url, "smsq_auditor")],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PGAPPNAME": APP},
@@ -167,9 +134,6 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--child"]:
-        child(sys.argv[2])
-        return
     parser = arguments(__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, help="events in the log (half of them messages)")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ event is written (migrations: `event_hash`) and here when it is verified.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import msgspec
 
@@ -95,6 +96,11 @@ class EventsDigest:
         """`event_hash`: the 64 hex digits, as ASCII bytes."""
         self._sha.update(event_hash)
         self.count += 1
+
+    @property
+    def add_uncounted(self) -> Callable[[bytes], None]:
+        """`add` without the count, for a caller that counts (and adds to `count`) itself."""
+        return self._sha.update
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()

@@ -3,9 +3,12 @@ every key.
 
 The verifier reads with nothing but SELECT (the auditor's role), in one
 snapshot. The seals split the log into parts of about equal size, checked
-side by side, one process each (projections/verify_part.py): hashing and
+side by side in several processes (projections/verify_part.py): hashing and
 decoding a million events is CPU work, and one process would leave the
-other cores idle. Each fault is a line naming a position, a seal or a key.
+other cores idle. There are a few parts per process, taken as each process
+comes free, so that none waits idle at the end for the slowest (a process
+that starts late, a core shared with the server). Each fault is a line
+naming a position, a seal or a key.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import multiprocessing
 import os
 import queue
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 import msgspec
@@ -28,9 +31,10 @@ from domain import upcasting
 from domain.access import STREAM, ApiKeyCreated, ApiKeyRevoked, Keys, access_decider
 from projections.verify_part import RECENT, Part, Report, check_part
 
-# Fewer events than this in a part are not worth a process of its own
+# A part has this many events at least, and a process this many parts
 # (starting one costs about as much as checking 100,000 events).
-PART_EVENTS = 200_000
+PART_EVENTS = 50_000
+PARTS_PER_PROCESS = 4
 
 # Where the parts meet: the last seal of each share of the sealed events but
 # the last share (whose part runs on to the log's end), with its end and hash.
@@ -79,14 +83,17 @@ def verify(
             else:
                 start = (int(before[0]), before[1])
                 whole = Part(first=from_seal, start=start, previous=before[2])
-        parts = _split(seals_conn, whole, jobs or len(os.sched_getaffinity(0)), part_events)
+        processes, parts = _split(
+            seals_conn, whole, jobs or len(os.sched_getaffinity(0)), part_events
+        )
         raw = (
             None if public_key is None else public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         )
         task = _Task(url=url, snapshot=snapshot, xmax=xmax, public_key=raw, recent=recent)
         # Each part is given the expected seals in its range, and gives back those it did not find.
         shares = [{n: expect.pop(n) for n in list(expect) if p.first <= n <= p.last} for p in parts]
-        for found, left in _check_parts(task, (events_conn, seals_conn), parts, shares, progress):
+        conns = (events_conn, seals_conn)
+        for found, left in _check_parts(task, conns, processes, parts, shares, progress):
             report.faults += found.faults
             report.events += found.events
             report.seals += found.seals
@@ -117,16 +124,21 @@ def _join(conn: psycopg.Connection[Any], snapshot: str) -> None:
     conn.execute("SET LOCAL enable_sort = off")
 
 
-def _split(conn: psycopg.Connection[Any], whole: Part, jobs: int, part_events: int) -> list[Part]:
-    """`whole` in parts of about equal numbers of sealed events, at most `jobs`,
-    each of `part_events` at least."""
+def _split(
+    conn: psycopg.Connection[Any], whole: Part, jobs: int, part_events: int
+) -> tuple[int, list[Part]]:
+    """How many processes check `whole` (at most `jobs`), and its parts, of
+    about equal numbers of sealed events: `PARTS_PER_PROCESS` for each
+    process, each of `part_events` at least."""
     row = conn.execute(
         "SELECT coalesce(sum(greatest(events, 1)), 0) FROM seals WHERE number >= %s",
         (whole.first,),
     ).fetchone()
-    count = min(jobs, (row[0] if row else 0) // max(part_events, 1))
-    if count < 2:
-        return [whole]
+    parts = (row[0] if row else 0) // max(part_events, 1)
+    processes = min(jobs, parts // PARTS_PER_PROCESS)
+    if processes < 2:
+        return 1, [whole]
+    count = processes * PARTS_PER_PROCESS
     parts = []
     first, start, previous = whole.first, whole.start, whole.previous
     for number, to_tx, to_position, hash_ in conn.execute(
@@ -135,7 +147,7 @@ def _split(conn: psycopg.Connection[Any], whole: Part, jobs: int, part_events: i
         end = (int(to_tx), to_position)
         parts.append(Part(first=first, last=number, start=start, previous=previous, end=end))
         first, start, previous = number + 1, end, hash_
-    return [*parts, Part(first=first, start=start, previous=previous)]
+    return processes, [*parts, Part(first=first, start=start, previous=previous)]
 
 
 class _Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,12 +179,15 @@ class _Task(msgspec.Struct, frozen=True, kw_only=True):
 def _check_parts(
     task: _Task,
     conns: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+    processes: int,
     parts: list[Part],
     shares: list[dict[int, str]],
     progress: Callable[[int], None],
 ) -> list[tuple[Report, dict[int, str]]]:
-    """The first part here, on `conns`, the others in processes of their own,
-    all at once; their progress comes back through a queue."""
+    """Every part, in `processes` processes, this one among them, on `conns`.
+    The others take the parts from the first on, this one from the last on,
+    each the next that no one has begun; their progress comes back through a
+    queue. The reports come back in the order of the parts."""
     if len(parts) == 1:
         return [task.check(conns, parts[0], shares[0], progress)]
     context = multiprocessing.get_context("spawn")
@@ -184,20 +199,24 @@ def _check_parts(
             while True:
                 progress(counts.get_nowait())
 
+    here: dict[int, tuple[Report, dict[int, str]]] = {}
     with ProcessPoolExecutor(
-        len(parts) - 1, mp_context=context, initializer=_report_to, initargs=(counts,)
+        processes - 1, mp_context=context, initializer=_report_to, initargs=(counts,)
     ) as pool:
-        others = [
+        futures = [
             pool.submit(_check_elsewhere, task, part, share)
-            for part, share in zip(parts[1:], shares[1:], strict=True)
+            for part, share in zip(parts, shares, strict=True)
         ]
-        results = [task.check(conns, parts[0], shares[0], tell)]
-        pending: set[Future[tuple[Report, dict[int, str]]]] = set(others)
+        for i in reversed(range(len(parts))):
+            if not futures[i].cancel():  # begun (or queued) by another process
+                break
+            here[i] = task.check(conns, parts[i], shares[i], tell)
+        pending = {f for f in futures if not f.cancelled()}
         while pending:
             _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             tell(0)
     tell(0)
-    return results + [future.result() for future in others]
+    return [here[i] if i in here else future.result() for i, future in enumerate(futures)]
 
 
 _counts: multiprocessing.Queue[int] | None = None  # in a pool's process: where progress goes

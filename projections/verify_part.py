@@ -174,6 +174,7 @@ _BEFORE_ALL = (-1, -1)
 # schema version come encoded with their decoder, one look-up for the two.
 _FIELD = b"%d:%b\n"
 _BODY = b"%d:%b\n%d:%b\n%d:%b\n%d:%b\n36:%b\n%b%d:%b\n%d:%b\n%d:%b\n"
+_LINKED = _FIELD + _BODY  # the same, after the predecessor's hash
 Kind = tuple[msgspec.json.Decoder[Any] | None, bytes]
 
 
@@ -207,19 +208,22 @@ def _check_events(
     faults = report.faults
     sha256 = hashlib.sha256
     kinds = _KINDS
-    field = _FIELD
+    linked = _LINKED
     body = _BODY
     recent, older = links.recent, links.older
     size = links.size
-    count = 0
+    # The first event goes to `event`, which notes where its seal starts.
+    seal_end, add = _BEFORE_ALL, checker.add
+    count = covered = 0
     for message in rows:
         # PostgreSQL sends each row of a COPY as one message, newline included.
-        line = bytes(message)[:-1]
+        line = bytes(message)
         cols = line.split(b"\t")
         if b"\\" in line:
             cols = [_unescape(c) for c in cols]
         (position, tx_id, stream_id, version, event_id, type_, schema, data, metadata, at,
          stored) = cols  # fmt: skip
+        stored = stored[:-1]
         if version == b"1":
             number = 1
             previous: bytes | None = b""
@@ -247,9 +251,7 @@ def _check_events(
         )  # fmt: skip
         if previous is None:
             links.wait(position, stream_id, number, stored, body % fields)
-        elif (
-            sha256(field % (len(previous), previous) + body % fields).hexdigest().encode() != stored
-        ):
+        elif sha256(linked % (len(previous), previous, *fields)).hexdigest().encode() != stored:
             faults.append(f"position {int(position)}: the hash does not match the event's contents")
         place = (int(tx_id), int(position))
         if place[0] >= xmax:
@@ -266,10 +268,17 @@ def _check_events(
                 f"position {int(position)}: does not decode as"
                 f" {type_.decode(errors='replace')}: {error}"
             )
-        checker.event(place, stored, seals)
+        if place <= seal_end:  # the usual case: the event is in the seal of the one before
+            add(stored)
+            covered += 1
+        else:
+            checker.event(place, stored, seals, covered)
+            seal_end, add = checker.seal_end, checker.add
+            covered = 0
         count += 1
         if count % 10_000 == 0:
             progress(10_000)
+    checker.added(covered)
     progress(count % 10_000)
     report.events += count
 
@@ -337,7 +346,11 @@ class _Links:
 
 class _SealChecker:
     """Walks the seals beside the events: each event belongs to the first seal
-    whose end is not before it, and each seal must cover exactly its events."""
+    whose end is not before it, and each seal must cover exactly its events.
+
+    The event loop adds an event that falls within the current seal (nearly
+    every one) itself, with `add`, up to `seal_end`, and counts those; it calls
+    `event` for the others, with that count."""
 
     def __init__(
         self,
@@ -355,25 +368,30 @@ class _SealChecker:
         self._end = start  # where the previous seal ended
         self._previous = previous_hash
         self._seal: Seal | None = None
-        self._seal_end = _BEFORE_ALL
+        self.seal_end = _BEFORE_ALL
         self._digest = EventsDigest()
+        self.add = self._digest.add_uncounted
         self._first: int | None = None
         self._keys: dict[str, Ed25519PublicKey | None] = {}
 
     def next_seal(self, seals: Iterator[Seal]) -> None:
         self._seal = next(seals, None)
-        self._seal_end = _BEFORE_ALL if self._seal is None else self._seal.end
+        self.seal_end = _BEFORE_ALL if self._seal is None else self._seal.end
         self._digest = EventsDigest()
+        self.add = self._digest.add_uncounted
         self._first = None
         if self._seal is not None:
             self._check_header(self._seal)
 
-    def event(self, place: tuple[int, int], event_hash: bytes, seals: Iterator[Seal]) -> None:
-        if place <= self._seal_end:  # the usual case, first: one comparison
-            if self._first is None:
-                self._first = place[1]
-            self._digest.add(event_hash)
-            return
+    def added(self, count: int) -> None:
+        """`count` events were given to `add` since the last call of `event`."""
+        self._digest.count += count
+
+    def event(
+        self, place: tuple[int, int], event_hash: bytes, seals: Iterator[Seal], added: int
+    ) -> None:
+        """An event after `seal_end`; `added`: as for `added`."""
+        self.added(added)
         while self._seal is not None and place > self._seal.end:
             self._close(self._seal)
             self.next_seal(seals)
