@@ -28,6 +28,7 @@ def py_spy() -> str:
 
 def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """Start sampling `pid` and its children for `seconds` into `out` (raw format)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
             py_spy(),
