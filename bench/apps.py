@@ -6,7 +6,7 @@
   connection settings as the service) into a table shaped and indexed like
   `sms_messages`. What a plain CRUD service would do.
 
-Both are served by granian with the settings `smsq serve` uses (api/cli.py):
+Both are served by granian with the settings `smsq serve` uses (api/cli/serving.py):
 
     python -m bench.apps echo|crud --port 8001 --workers 1
 """
@@ -23,8 +23,9 @@ from litestar import Litestar, Request, get, post
 from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
-from api.http.schemas import Message, SendSms, rfc3339
+from api.http.schemas import Message, SendSms
 from api.runtime.settings import load_settings
+from projections.log import rfc3339
 
 CRUD_TABLE = """
 CREATE TABLE IF NOT EXISTS crud_messages (LIKE sms_messages INCLUDING ALL)
@@ -91,6 +92,7 @@ def main() -> None:
     from granian import Granian
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
+    from granian.log import LogLevels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("app", choices=["echo", "crud"])
@@ -106,7 +108,7 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         http1_settings=HTTP1Settings(header_read_timeout=10_000),
-        log_level="warning",
+        log_level=LogLevels.warning,
     ).serve()
 
 

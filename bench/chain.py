@@ -62,7 +62,7 @@ from bench.ingest import (
     served,
 )
 from commands.event_store import Append, append
-from domain.events import EventMetadata, SmsReceived, stream_of
+from domain.events import EventMetadata, SmsProcessed, SmsReceived, stream_of
 from tests.support.seed import processing
 
 BATCH = 64
@@ -119,7 +119,8 @@ async def ingest(url: str, messages: int) -> tuple[float, float]:
                 for _ in range(BATCH)
             ]
             processed = [processing(r, now + timedelta(milliseconds=30)) for r in received]
-            for version, events in enumerate((received, processed)):
+            stages: list[list[SmsReceived] | list[SmsProcessed]] = [received, processed]
+            for version, events in enumerate(stages):
                 appends = [Append(stream_of(e.message_id), version, [e], meta) for e in events]
                 async with conn.transaction():
                     await (await append(conn, appends)).places()

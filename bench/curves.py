@@ -424,7 +424,7 @@ def report(points: list[dict[str, Any]]) -> None:
 
 def total_events_per_s(point: dict[str, Any]) -> float:
     replays = point["replay"].values()
-    return point["events"] / sum(r["seconds"] for r in replays)
+    return float(point["events"] / sum(r["seconds"] for r in replays))
 
 
 def goals(points: list[dict[str, Any]]) -> list[list[str]]:
@@ -536,7 +536,8 @@ def bench(server: Server, args: Any) -> int:
 def per_thousand(points: list[dict[str, Any]]) -> float:
     """Seconds of loading and replaying per 1,000 messages: what the next size will take."""
     return statistics.median(
-        (p["seconds"]["grow"] + p["seconds"]["replay"]) / p["messages"] * 1000 for p in points
+        float((p["seconds"]["grow"] + p["seconds"]["replay"]) / p["messages"] * 1000)
+        for p in points
     )
 
 
