@@ -32,7 +32,7 @@ async def plan(url: str, **filters: Any) -> dict[str, Any]:
             await replay(conn, MessagesProjector())
             await all_visible(conn)
         statement, params = list_statement(**filters)
-        explain = psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + statement
+        explain = b"EXPLAIN (FORMAT JSON) " + statement
         cur = await conn.execute(explain, params)
         row = await cur.fetchone()
     assert row is not None
