@@ -11,8 +11,9 @@ client itself. Objects are named as the local store names its files
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -22,7 +23,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import S3Store
 
-from media.store import CHUNK, Blob, LocalStore, MediaStore, key_of
+from media.store import CHUNK, Blob, LocalStore, MediaStore, StoreUnavailable, key_of
 
 if TYPE_CHECKING:
     from obstore import BytesStream
@@ -63,7 +64,10 @@ class ObjectStore:
         return None
 
     async def put(self, sha256: str, source: BinaryIO) -> None:
-        key = key_of(sha256)
+        with _answered():
+            await self._put(key_of(sha256), source)
+
+    async def _put(self, key: str, source: BinaryIO) -> None:
         data: bytes | None = None
         for attempt in range(ATTEMPTS):
             # Known bytes (the same image attached again) cost a HEAD, not an upload.
@@ -91,7 +95,8 @@ class ObjectStore:
 
     async def get(self, sha256: str) -> Blob | None:
         try:
-            result = await obstore.get_async(self.client, key_of(sha256))
+            with _answered():
+                result = await obstore.get_async(self.client, key_of(sha256))
         except FileNotFoundError:
             return None
         # The GET has been answered with its headers; the body is read from the
@@ -100,7 +105,8 @@ class ObjectStore:
 
     async def names(self) -> list[str]:
         """Every object under the prefix, relative to it, sorted."""
-        found = [m["path"] async for batch in obstore.list(self.client) for m in batch]
+        with _answered():
+            found = [m["path"] async for batch in obstore.list(self.client) for m in batch]
         return sorted(found)
 
     async def _exists(self, key: str) -> bool:
@@ -109,6 +115,18 @@ class ObjectStore:
         except FileNotFoundError:
             return False
         return True
+
+
+@contextlib.contextmanager
+def _answered() -> Iterator[None]:
+    """The client's errors, but for an object that is missing or exists
+    already (answers, not failures), as `StoreUnavailable`."""
+    try:
+        yield
+    except (FileNotFoundError, AlreadyExistsError):
+        raise
+    except BaseError as error:
+        raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 async def _chunks(stream: BytesStream) -> AsyncIterator[bytes]:

@@ -25,6 +25,11 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 64 * 1024
 
 
+class StoreUnavailable(Exception):
+    """The store did not answer, or refused to (a bucket's endpoint down or
+    unreachable, its credentials refused): nothing was kept or read."""
+
+
 @dataclass(frozen=True)
 class Blob:
     """Bytes on their way out of a store: their size first, then the bytes

@@ -110,7 +110,8 @@ class MessageMediaController(Controller):
                     409: "The images new to the message would give it more than"
                     " SMSQ_MAX_MEDIA_PER_MESSAGE (10 by default): none is attached",
                     422: f"The form is malformed or has no `{FIELD}` part",
-                    503: "The database is unavailable, or this process has as many uploads"
+                    503: "The database or the media store is unavailable, or this process"
+                    " has as many uploads"
                     " (SMSQ_MAX_UPLOADS_IN_FLIGHT) or bytes of uploads"
                     " (SMSQ_MAX_UPLOAD_BYTES_IN_FLIGHT) in flight as it takes (answered"
                     " before the body is read); `Retry-After` says when to try again",

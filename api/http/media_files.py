@@ -22,7 +22,7 @@ from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import Stream
 
 from api.http.openapi import Documented
-from api.http.problems import MALFORMED, UNAVAILABLE, refusals
+from api.http.problems import MALFORMED, STORE_UNAVAILABLE, refusals
 from api.http.services import Services
 from media.probe import CONTENT_TYPES
 from projections.media import get_blob
@@ -82,7 +82,7 @@ class MediaFileOperation(Documented):
             404: "No image has this sha256",
             422: "The sha256 is not 64 lowercase hex digits",
         }
-        | UNAVAILABLE
+        | STORE_UNAVAILABLE
     ),
 )
 async def media_file(

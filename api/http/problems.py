@@ -20,6 +20,7 @@ from psycopg_pool import PoolTimeout
 
 from commands.group_commit import Unavailable
 from domain.errors import InvalidCommand, InvalidField
+from media.store import StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 # A query may carry thousands of parameters; the answer names only the first few.
@@ -106,6 +107,9 @@ EXACT_BIGINT = {"maximum": BIGINT}
 
 # Answers any operation that reads the database can give.
 UNAVAILABLE = {503: "The database is unavailable; `Retry-After` says when to try again"}
+STORE_UNAVAILABLE = {
+    503: "The database or the media store is unavailable; `Retry-After` says when to try again"
+}
 # Answers any operation with parameters can give (Litestar's own, made a problem).
 MALFORMED = {400: "The request is malformed"}
 
@@ -247,6 +251,16 @@ def _unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]
     )
 
 
+def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.warning("media store unavailable: %s", exc)
+    return problem(
+        503,
+        "the media store is unavailable; try again shortly",
+        slug="unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "an unexpected error occurred; it has been logged")
@@ -261,5 +275,6 @@ exception_handlers: ExceptionHandlersMap = {
     Unavailable: _unavailable,
     PoolTimeout: _unavailable,
     OperationalError: _unavailable,
+    StoreUnavailable: _store_unavailable,
     Exception: _internal,
 }
