@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandler, ExceptionHandlersMap
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
@@ -241,24 +241,19 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     return problem(status, detail, slug=_SLUGS.get(status), headers=exc.headers)
 
 
-def _unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    log.warning("database unavailable: %s", exc)
-    return problem(
-        503,
-        "the database is unavailable; try again shortly",
-        slug="unavailable",
-        headers={"Retry-After": "1"},
-    )
+def _unavailable(what: str) -> ExceptionHandler[Exception]:
+    """503 with `Retry-After` for a failure of `what` (the database, the media store)."""
 
+    def handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+        log.warning("%s unavailable: %s", what, exc)
+        return problem(
+            503,
+            f"the {what} is unavailable; try again shortly",
+            slug="unavailable",
+            headers={"Retry-After": "1"},
+        )
 
-def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    log.warning("media store unavailable: %s", exc)
-    return problem(
-        503,
-        "the media store is unavailable; try again shortly",
-        slug="unavailable",
-        headers={"Retry-After": "1"},
-    )
+    return handler
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
@@ -272,9 +267,9 @@ exception_handlers: ExceptionHandlersMap = {
     InvalidField: _invalid_field,
     Refusal: _refusal,
     HTTPException: _http,
-    Unavailable: _unavailable,
-    PoolTimeout: _unavailable,
-    OperationalError: _unavailable,
-    StoreUnavailable: _store_unavailable,
+    Unavailable: _unavailable("database"),
+    PoolTimeout: _unavailable("database"),
+    OperationalError: _unavailable("database"),
+    StoreUnavailable: _unavailable("media store"),
     Exception: _internal,
 }
