@@ -20,13 +20,15 @@ from migrations import available, migrate
 from projections.chain import SealBody, event_hash
 from projections.runner import catch_up
 from projections.sealer import Sealer
-from projections.verify import verify
+from projections.verify import PARTS_PER_PROCESS, _split, verify
+from projections.verify_part import Part
 from tests.support.postgres import Databases, unique_name
 from tests.support.seed import attached, seed_messages
 
 KEY = Ed25519PrivateKey.generate()
 MESSAGES = 300  # about 600 events in 300 streams
 SEAL_BATCH = 150
+PART_EVENTS = 20  # for the test of parts side by side: a part of a few seals
 
 
 async def seal(url: str, batch: int = SEAL_BATCH) -> int:
@@ -436,9 +438,14 @@ def test_verify_from_a_seal_checks_that_seal_and_what_follows(sealed: str) -> No
     assert report.seals == one(sealed, "SELECT count(*) - 1 FROM seals")[0]
 
 
-def test_parts_checked_side_by_side_find_what_one_process_finds(sealed: str) -> None:
-    """The seals split the log into parts, each checked in a process of its
-    own; faults on both sides of a split and across it are all named."""
+async def test_parts_checked_side_by_side_find_what_one_process_finds(
+    databases: Databases,
+) -> None:
+    """The seals split the log into parts, several for each process, checked
+    side by side; faults on both sides of a split and across it are all named."""
+    sealed = databases.create()
+    seed_messages(sealed, MESSAGES)
+    await seal(sealed, batch=20)  # 30 seals: parts enough for every process
     first, last = one(sealed, "SELECT min(position), max(position) FROM events")
     deleted = one(
         sealed,
@@ -456,6 +463,11 @@ def test_parts_checked_side_by_side_find_what_one_process_finds(sealed: str) -> 
     alone = audit(sealed, jobs=1)
     assert len(alone) >= 4, alone
     for jobs in (2, 3):
-        report = verify(as_role(sealed, "smsq_auditor"), jobs=jobs, part_events=100, recent=2)
+        with psycopg.connect(as_role(sealed, "smsq_auditor")) as conn:
+            processes, parts = _split(conn, Part(first=1), jobs, PART_EVENTS)
+        assert (processes, len(parts)) == (jobs, jobs * PARTS_PER_PROCESS)
+        report = verify(
+            as_role(sealed, "smsq_auditor"), jobs=jobs, part_events=PART_EVENTS, recent=2
+        )
         assert sorted(report.faults) == sorted(alone)
         assert report.events == one(sealed, "SELECT count(*) FROM events")[0]
