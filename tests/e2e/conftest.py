@@ -13,7 +13,15 @@ from tests.support.servers import serving
 
 
 @pytest.fixture(scope="module")
-def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served_settings() -> dict[str, str]:
+    """Settings (SMSQ_* variables) of a module's `served` beyond the usual ones."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def served(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, served_settings: dict[str, str]
+) -> Iterator[str]:
     """A real `smsq serve` (granian, HTTP on a socket) on this module's database."""
     workdir = tmp_path_factory.mktemp("serve")
     env = {
@@ -21,6 +29,7 @@ def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "SMSQ_DATA_DIR": str(workdir / "data"),
         "SMSQ_LOG_LEVEL": "WARNING",
         "SMSQ_BODY_TIMEOUT": "1",
+        **served_settings,
     }
     log = workdir / "serve.log"
     with serving(env, log) as url:

@@ -4,8 +4,9 @@ supervisor that forwards signals delivers). Every stop ends within the grace
 period and leaves no process, and no embedded PostgreSQL, behind.
 
 STOP_CYCLES sets how many cycles run against the run's database (the
-acceptance run uses 200), STOP_CYCLES_EMBEDDED how many with the embedded
-server; the figures are printed (`pytest -s`).
+acceptance run uses 200; 12 by default, each of the twelve kinds of `plan`
+once), STOP_CYCLES_EMBEDDED how many with the embedded server; the figures
+are printed (`pytest -s`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from api.runtime.stopping import FORCED
 from tests.support.phones import random_phone
 from tests.support.servers import free_port, smsq_process, wait_ready
 
-CYCLES = int(os.environ.get("STOP_CYCLES", "16"))
+CYCLES = int(os.environ.get("STOP_CYCLES", "12"))
 EMBEDDED_CYCLES = int(os.environ.get("STOP_CYCLES_EMBEDDED", "3"))
 WORKER_CYCLES = 4
 GRACE = 10.0

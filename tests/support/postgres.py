@@ -82,6 +82,16 @@ def choose_backend(env: Mapping[str, str], docker_answers: Callable[[], bool]) -
     return "embedded"
 
 
+def given_server(env: Mapping[str, str]) -> bool:
+    """Whether the run uses the user's own server (the `url` backend), the one
+    backend that cannot give each of several processes a server of its own."""
+    try:
+        forced = forced_backend(env)
+    except NoServer:
+        return False  # said when a test first needs the database
+    return forced == "url" or (forced is None and bool(env.get(URL_SETTING)))
+
+
 def docker_answers() -> bool:
     try:
         import docker

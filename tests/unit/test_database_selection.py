@@ -13,6 +13,7 @@ from tests.support.postgres import (
     choose_backend,
     container_command,
     container_image,
+    given_server,
     server,
 )
 
@@ -32,6 +33,25 @@ def test_without_a_url_docker_decides(docker: bool, expected: str) -> None:
 
 def test_an_empty_url_counts_as_unset() -> None:
     assert choose_backend({"SMSQ_TEST_DATABASE_URL": ""}, lambda: False) == "embedded"
+
+
+@pytest.mark.parametrize(
+    ("env", "given"),
+    [
+        ({"SMSQ_TEST_DATABASE_URL": "postgresql://x/y"}, True),
+        ({"SMSQ_TEST_BACKEND": "url", "SMSQ_TEST_DATABASE_URL": "postgresql://x/y"}, True),
+        ({"SMSQ_TEST_BACKEND": "embedded", "SMSQ_TEST_DATABASE_URL": "postgresql://x/y"}, False),
+        ({"SMSQ_TEST_BACKEND": "container"}, False),
+        ({"SMSQ_TEST_DATABASE_URL": ""}, False),
+        ({}, False),
+        ({"SMSQ_TEST_BACKEND": "nonsense"}, False),
+    ],
+)
+def test_only_the_users_own_server_keeps_the_run_in_one_process(
+    env: dict[str, str], given: bool
+) -> None:
+    # Workers get a server each; on a given server they would share it.
+    assert given_server(env) is given
 
 
 @pytest.mark.parametrize("backend", ["url", "container", "embedded"])
