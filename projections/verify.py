@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -186,12 +187,13 @@ def _check_parts(
 ) -> list[tuple[Report, dict[int, str]]]:
     """Every part, in `processes` processes, this one among them, on `conns`.
     The others take the parts from the first on, this one from the last on,
-    each the next that no one has begun; their progress comes back through a
-    queue. The reports come back in the order of the parts."""
+    each the next that no one has begun, until none is left; their progress
+    comes back through a queue. The reports come back in the order of the parts."""
     if len(parts) == 1:
         return [task.check(conns, parts[0], shares[0], progress)]
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_start_method())
     counts: multiprocessing.Queue[int] = context.Queue()
+    untaken = _Untaken(context.Array("q", [0, len(parts) - 1]))
 
     def tell(n: int) -> None:
         progress(n)
@@ -199,43 +201,78 @@ def _check_parts(
             while True:
                 progress(counts.get_nowait())
 
-    here: dict[int, tuple[Report, dict[int, str]]] = {}
+    done: dict[int, tuple[Report, dict[int, str]]] = {}
     with ProcessPoolExecutor(
-        processes - 1, mp_context=context, initializer=_report_to, initargs=(counts,)
+        processes - 1,
+        mp_context=context,
+        initializer=_share,
+        initargs=(counts, untaken.bounds),
     ) as pool:
-        futures = [
-            pool.submit(_check_elsewhere, task, part, share)
-            for part, share in zip(parts, shares, strict=True)
-        ]
-        for i in reversed(range(len(parts))):
-            if not futures[i].cancel():  # begun (or queued) by another process
-                break
-            here[i] = task.check(conns, parts[i], shares[i], tell)
-        pending = {f for f in futures if not f.cancelled()}
+        others = [pool.submit(_check_from_first, task, parts, shares) for _ in range(processes - 1)]
+        while (i := untaken.take(last=True)) is not None:
+            done[i] = task.check(conns, parts[i], shares[i], tell)
+        pending = set(others)
         while pending:
             _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             tell(0)
     tell(0)
-    return [here[i] if i in here else future.result() for i, future in enumerate(futures)]
+    for future in others:
+        done |= future.result()
+    return [done[i] for i in range(len(parts))]
 
 
-_counts: multiprocessing.Queue[int] | None = None  # in a pool's process: where progress goes
+def _start_method() -> str:
+    """Fork, when this process runs no other thread: the other processes start
+    at once, with everything imported (a process that imports the verifier
+    anew costs what checking some 50,000 events does). Spawn otherwise: a fork
+    would copy the other threads' locks in whatever state they were in."""
+    return "fork" if threading.active_count() == 1 else "spawn"
 
 
-def _report_to(counts: multiprocessing.Queue[int]) -> None:
-    global _counts
-    _counts = counts
+class _Untaken:
+    """The parts no process has begun: from `bounds[0]` to `bounds[1]`, shared
+    by the processes (an array with its lock)."""
+
+    def __init__(self, bounds: Any) -> None:
+        self.bounds = bounds
+
+    def take(self, *, last: bool) -> int | None:
+        """The first or the last of them, now taken; None when none is left."""
+        with self.bounds.get_lock():
+            first, end = self.bounds[0], self.bounds[1]
+            if first > end:
+                return None
+            if last:
+                self.bounds[1] = end - 1
+                return int(end)
+            self.bounds[0] = first + 1
+            return int(first)
 
 
-def _check_elsewhere(
-    task: _Task, part: Part, expect: dict[int, str]
-) -> tuple[Report, dict[int, str]]:
-    """One part, in a pool's process: its own connections, the same snapshot."""
+# In a pool's process: where progress goes, and the parts no process has begun.
+_counts: multiprocessing.Queue[int] | None = None
+_untaken: _Untaken | None = None
+
+
+def _share(counts: multiprocessing.Queue[int], bounds: Any) -> None:
+    global _counts, _untaken
+    _counts, _untaken = counts, _Untaken(bounds)
+
+
+def _check_from_first(
+    task: _Task, parts: list[Part], shares: list[dict[int, str]]
+) -> dict[int, tuple[Report, dict[int, str]]]:
+    """In a pool's process: the parts no process has begun, from the first on,
+    on connections of its own in the same snapshot."""
     assert _counts is not None
+    assert _untaken is not None
+    done = {}
     with psycopg.connect(task.url) as events_conn, psycopg.connect(task.url) as seals_conn:
         _join(events_conn, task.snapshot)
         _join(seals_conn, task.snapshot)
-        return task.check((events_conn, seals_conn), part, expect, _counts.put)
+        while (i := _untaken.take(last=False)) is not None:
+            done[i] = task.check((events_conn, seals_conn), parts[i], shares[i], _counts.put)
+    return done
 
 
 def _check_keys(report: Report, conn: psycopg.Connection[Any]) -> None:

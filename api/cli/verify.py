@@ -81,14 +81,22 @@ def verify(
             TimeElapsedColumn(),
             console=console,
             disable=not console.is_terminal,
+            # Redrawn as the counts arrive, by no thread of its own: the
+            # verifier forks its other processes only from a single thread.
+            auto_refresh=False,
         ) as bar:
             task = bar.add_task("verify", total=total)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                bar.refresh()
+
             report = check(
                 url,
                 public_key=key,
                 from_seal=from_seal,
                 expect=expect,
-                progress=lambda n: bar.advance(task, n),
+                progress=advance,
                 jobs=jobs,
             )
     elapsed = time.monotonic() - started
