@@ -94,10 +94,15 @@ class Stop:
         os._exit(FORCED)
 
 
-def kill_children() -> None:
-    for child in psutil.Process().children(recursive=True):
+def kill_children(timeout: float = FORCE_RESERVE / 2) -> None:
+    """Kill every process this one started, and wait until they are gone (for
+    `timeout` at most): a kill takes effect after it is sent, and whoever
+    starts the service again must not meet the old one's children."""
+    children = psutil.Process().children(recursive=True)
+    for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
+    psutil.wait_procs(children, timeout=timeout)
 
 
 def stop_on_signals(grace: float, begin: Callable[[], None]) -> Stop:
