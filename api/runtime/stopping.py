@@ -15,6 +15,7 @@ only writes the same pipe; it takes no lock.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -55,10 +56,14 @@ class Stop:
             os.write(self._write, bytes([signum]))
 
     def install(self) -> None:
-        """Take SIGINT and SIGTERM (from the main thread)."""
+        """Take SIGINT and SIGTERM (from the main thread), until the process exits."""
         signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         for signum in SIGNALS:
             signal.signal(signum, self.handle)
+        # On its way out the interpreter puts back the default action (death)
+        # of every signal it has a handler for, then still runs finalizers and
+        # flushes: ignored instead, a late signal cannot end it half-way out.
+        atexit.register(_ignore_signals)
 
     def on_force(self, halt: Callable[[], None]) -> None:
         """Also run `halt` (quickly, without waiting long) when the stop is forced."""
@@ -92,6 +97,11 @@ class Stop:
         kill_children()
         logging.shutdown()
         os._exit(FORCED)
+
+
+def _ignore_signals() -> None:
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def kill_children(timeout: float = FORCE_RESERVE / 2) -> None:

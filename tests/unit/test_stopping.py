@@ -97,3 +97,34 @@ def test_a_stop_that_ends_is_not_forced(tmp_path: Path) -> None:
     assert took < GRACE - 1
     assert "stopped" in output
     assert "forced exit" not in output
+
+
+# A process held in the last of its exit, after the interpreter has put back
+# the default actions of the signals it handled: a finalizer that sleeps.
+EXITING = """
+import gc, time
+from api.runtime.stopping import stop_on_signals
+gc.disable()
+class Exiting:
+    def __del__(self):
+        print("finalizing", flush=True)
+        time.sleep(1)
+cycle = Exiting()
+cycle.me = cycle  # freed only by the collection at the very end
+del cycle
+stop_on_signals(GRACE, lambda: None)
+print("ready", flush=True)
+"""
+
+
+def test_a_signal_that_comes_during_the_exit_does_not_end_it() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXITING.replace("GRACE", str(GRACE))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    assert proc.stdout.readline() == "finalizing\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
