@@ -3,7 +3,10 @@ and `verify` finding each kind of tampering by a superuser."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -471,3 +474,24 @@ async def test_parts_checked_side_by_side_find_what_one_process_finds(
         )
         assert sorted(report.faults) == sorted(alone)
         assert report.events == one(sealed, "SELECT count(*) FROM events")[0]
+        # The same from a process with a single thread, whose others are forked
+        # (this one, a test runner's, may run threads: they were spawned).
+        forked = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FORKED, as_role(sealed, "smsq_auditor"), str(jobs),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await forked.communicate()
+        assert forked.returncode == 0
+        found = json.loads(out)
+        assert sorted(found["faults"]) == sorted(alone)
+        assert found["events"] == report.events
+
+
+# verify() in a process of its own, with nothing but the main thread.
+FORKED = f"""
+import json, sys
+from projections.verify import _start_method, verify
+assert _start_method() == "fork"
+report = verify(sys.argv[1], jobs=int(sys.argv[2]), part_events={PART_EVENTS}, recent=2)
+print(json.dumps({{"faults": report.faults, "events": report.events}}))
+"""
