@@ -1,7 +1,7 @@
 """How far each projector has folded, and readers waiting for a place in the log.
 
-A projector announces each batch it commits (`PROGRESS`, sent in the batch's
-transaction, so it is heard only if the batch commits). A reader that carries
+A projector announces each batch once it has committed (`PROGRESS`, sent
+just after the commit, so it is never heard before the batch is visible). A reader that carries
 a consistency token waits here until the read model it reads has passed the
 token's place: woken by those announcements, never by a timer of its own.
 """

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from projections.log import START, Checkpoint, next_range
-from projections.runner import Projector, ensure_checkpoints, move_checkpoint
+from projections.runner import Projector, announce, ensure_checkpoints, move_checkpoint
 
 SHADOW = "__shadow"
 RETIRED = "__retired"
@@ -93,6 +93,7 @@ async def replay(
         for table, shadow in shadows.items():
             await _swap(conn, table, shadow)
         await move_checkpoint(conn, model.name, at)
+    await announce(conn, model.name, at)
     for table in shadows:
         await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     await conn.execute("RESET synchronous_commit")

@@ -62,30 +62,27 @@ FROM (
 LEFT JOIN LATERAL ({range_end("lease.tx_id, lease.position")}) AS ahead ON true
 """
 
-# The new checkpoint is announced in the same transaction: heard only if the
-# batch commits, by readers waiting for the model to pass a consistency token.
-_MOVE = sql.SQL("""
-WITH moved AS (
-    UPDATE projection_checkpoints SET tx_id = %(tx)s::text::xid8, position = %(position)s,
-        updated_at = clock_timestamp(),
-        stalled_position = NULL, stalled_error = NULL, stalled_at = NULL
-    WHERE name = %(name)s
-    RETURNING name
-)
-SELECT pg_notify({channel}, %(announcement)s) FROM moved
-""").format(channel=sql.Literal(PROGRESS))
+_MOVE = """
+UPDATE projection_checkpoints SET tx_id = %(tx)s::text::xid8, position = %(position)s,
+    updated_at = clock_timestamp(),
+    stalled_position = NULL, stalled_error = NULL, stalled_at = NULL
+WHERE name = %(name)s
+"""
+
+# Sent after the batch commits, as a transaction of its own: NOTIFY takes a
+# cluster-wide lock at commit, held through the commit's WAL flush, so an
+# announcement inside the batch would line every projector's commit and every
+# writer's up behind one another. Heard only once the batch is visible.
+_ANNOUNCE = sql.SQL("SELECT pg_notify({channel}, %s)").format(channel=sql.Literal(PROGRESS))
 
 
 async def move_checkpoint(conn: psycopg.AsyncConnection[Any], name: str, to: Checkpoint) -> None:
-    await conn.execute(
-        _MOVE,
-        {
-            "tx": to.tx_id,
-            "position": to.position,
-            "name": name,
-            "announcement": announcement(name, to),
-        },
-    )
+    await conn.execute(_MOVE, {"tx": to.tx_id, "position": to.position, "name": name})
+
+
+async def announce(conn: psycopg.AsyncConnection[Any], name: str, at: Checkpoint) -> None:
+    """Once the move to `at` has committed (`conn` outside any transaction)."""
+    await conn.execute(_ANNOUNCE, (announcement(name, at),))
 
 
 async def step(
@@ -94,18 +91,21 @@ async def step(
     """Fold one batch; returns how many events, or None if another instance holds the lease.
 
     Pipelined: the lease and the range cost one round trip, and the fold, the
-    checkpoint and the commit one more, whatever the projector writes.
+    checkpoint, the commit and the announcement one more, whatever the
+    projector writes.
     """
-    async with conn.pipeline(), conn.transaction():
-        cur = await conn.execute(_LEASE, {"name": projector.name, "limit": batch_size})
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        if row[2] is None:
-            return 0
-        lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
-        await projector.apply(conn, lo, hi)
-        await move_checkpoint(conn, projector.name, hi)
+    async with conn.pipeline():
+        async with conn.transaction():
+            cur = await conn.execute(_LEASE, {"name": projector.name, "limit": batch_size})
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            if row[2] is None:
+                return 0
+            lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
+            await projector.apply(conn, lo, hi)
+            await move_checkpoint(conn, projector.name, hi)
+        await announce(conn, projector.name, hi)
         return int(row[4])
 
 
