@@ -16,7 +16,6 @@ import msgspec
 import psycopg
 
 from commands.handler import Intent, decide_on_streams
-from commands.notify import CHANNEL
 from domain.commands import MessageCommand, ProcessSms
 from domain.decider import Rejection
 from domain.events import EventMetadata, SmsReceived, stream_of
@@ -33,10 +32,10 @@ class ProcessingStage:
 
     async def apply(
         self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
-    ) -> None:
+    ) -> bool:
         received = await read_range(conn, lo, hi, (SmsReceived.TYPE,))
         if not received:
-            return
+            return False
         intents: list[Intent[MessageCommand]] = []
         for trigger in received:
             cause = msgspec.json.decode(trigger.metadata, type=EventMetadata)
@@ -58,7 +57,5 @@ class ProcessingStage:
         # messages meanwhile would make the append conflict and the whole batch
         # wait to be tried again.
         handled = await decide_on_streams(conn, message_decider, intents)
-        if any(not isinstance(h.decision, Rejection) and h.decision for h in handled):
-            # Inside the transaction, so it is delivered only if this commits; this
-            # reactor is a single writer, so the commit-time lock costs no one.
-            await conn.execute(f"NOTIFY {CHANNEL}")
+        # The runner tells the log's followers once the batch commits.
+        return any(not isinstance(h.decision, Rejection) and h.decision for h in handled)

@@ -28,14 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class Projector(Protocol):
-    """A named fold of the log; `apply` runs inside the batch's transaction."""
+    """A named fold of the log; `apply` runs inside the batch's transaction and
+    says whether it appended events to the log (a reactor's batch may)."""
 
     @property
     def name(self) -> str: ...
 
     async def apply(
         self, conn: psycopg.AsyncConnection[Any], lo: Checkpoint, hi: Checkpoint
-    ) -> None: ...
+    ) -> bool | None: ...
 
 
 async def ensure_checkpoints(conn: psycopg.AsyncConnection[Any], names: Sequence[str]) -> None:
@@ -72,17 +73,23 @@ WHERE name = %(name)s
 # Sent after the batch commits, as a transaction of its own: NOTIFY takes a
 # cluster-wide lock at commit, held through the commit's WAL flush, so an
 # announcement inside the batch would line every projector's commit and every
-# writer's up behind one another. Heard only once the batch is visible.
-_ANNOUNCE = sql.SQL("SELECT pg_notify({channel}, %s)").format(channel=sql.Literal(PROGRESS))
+# writer's up behind one another. Heard only once the batch is visible; a
+# batch that appended events also tells the log's followers that it grew.
+_ANNOUNCE = sql.SQL("SELECT pg_notify({progress}, %s)").format(progress=sql.Literal(PROGRESS))
+_ANNOUNCE_GROWN = sql.SQL("SELECT pg_notify({progress}, %s), pg_notify({grown}, '')").format(
+    progress=sql.Literal(PROGRESS), grown=sql.Literal(CHANNEL)
+)
 
 
 async def move_checkpoint(conn: psycopg.AsyncConnection[Any], name: str, to: Checkpoint) -> None:
     await conn.execute(_MOVE, {"tx": to.tx_id, "position": to.position, "name": name})
 
 
-async def announce(conn: psycopg.AsyncConnection[Any], name: str, at: Checkpoint) -> None:
+async def announce(
+    conn: psycopg.AsyncConnection[Any], name: str, at: Checkpoint, *, appended: bool = False
+) -> None:
     """Once the move to `at` has committed (`conn` outside any transaction)."""
-    await conn.execute(_ANNOUNCE, (announcement(name, at),))
+    await conn.execute(_ANNOUNCE_GROWN if appended else _ANNOUNCE, (announcement(name, at),))
 
 
 async def step(
@@ -103,9 +110,9 @@ async def step(
             if row[2] is None:
                 return 0
             lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
-            await projector.apply(conn, lo, hi)
+            appended = await projector.apply(conn, lo, hi)
             await move_checkpoint(conn, projector.name, hi)
-        await announce(conn, projector.name, hi)
+        await announce(conn, projector.name, hi, appended=bool(appended))
         return int(row[4])
 
 
