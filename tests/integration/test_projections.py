@@ -12,10 +12,12 @@ from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
 from commands.event_store import Append, append
+from commands.notify import CHANNEL
 from domain.events import EventMetadata, SmsReceived, stream_of
 from projections.log import Checkpoint, read_range
 from projections.messages import MessagesProjector, get_message
 from projections.processing import ProcessingStage
+from projections.progress import PROGRESS, announcement
 from projections.runner import ProjectionRunner, catch_up, checkpoint_of, step
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
@@ -207,3 +209,32 @@ async def test_the_checkpoint_moves_with_the_fold(pool: AsyncConnectionPool) -> 
         assert await catch_up(conn, MessagesProjector()) == 3
         after = await checkpoint_of(conn, "sms_messages")
     assert after > before
+
+
+async def test_each_batch_is_announced_once_committed_and_a_reactor_says_the_log_grew(
+    pool: AsyncConnectionPool, database_url: str
+) -> None:
+    processing, messages = ProcessingStage(), MessagesProjector()
+    async with pool.connection() as conn:
+        for projector in (processing, messages):
+            await catch_up(conn, projector)
+        listener = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+        async with listener:
+            await listener.execute(f"LISTEN {PROGRESS}")
+            await listener.execute(f"LISTEN {CHANNEL}")
+            await append(conn, [new(received())])
+            assert await step(conn, processing, 100) == 1  # appends SmsProcessed
+            processed = await checkpoint_of(conn, processing.name)
+            assert await step(conn, messages, 100) == 2
+            folded = await checkpoint_of(conn, messages.name)
+            assert await step(conn, processing, 100) == 1  # its own event: nothing to append
+            passed = await checkpoint_of(conn, processing.name)
+            assert await step(conn, processing, 100) == 0  # nothing new: nothing said
+            await listener.execute("SELECT 1")  # what was sent has arrived
+            heard = [(n.channel, n.payload) async for n in listener.notifies(timeout=0.2)]
+    assert heard == [
+        (PROGRESS, announcement(processing.name, processed)),
+        (CHANNEL, ""),
+        (PROGRESS, announcement(messages.name, folded)),
+        (PROGRESS, announcement(processing.name, passed)),
+    ]
