@@ -67,16 +67,18 @@ def served(
     logs: Path,
     settings: Mapping[str, str] = {},
     host: str = "127.0.0.1",
+    smsq: str = SMSQ,
 ) -> Iterator[tuple[str, int]]:
     """Serve `kind` (smsq, crud or echo) on a free port; yield its base URL and pid.
 
     smsq keeps its data (the seal key) under `logs`; `settings` are more SMSQ_* for it,
-    and it may listen on another loopback `host`."""
+    it may listen on another loopback `host`, and be another build's (`smsq`, its
+    command)."""
     assert kind == "smsq" or host == "127.0.0.1", "only smsq listens elsewhere"
     listen = port(host)
     log = logs / f"{kind}.log"
     if kind == "smsq":
-        argv = [SMSQ, "serve"]
+        argv = [smsq, "serve"]
         env = {
             "SMSQ_DATABASE_URL": url or "",
             "SMSQ_HOST": host,
