@@ -1,6 +1,7 @@
 """Two builds, or two settings, side by side: their runs alternate, pair by pair.
 
-    uv run --group bench python -m bench.pair [--b-dir DIR] [--a-env K=V,...] [--b-env K=V,...]
+    uv run --group bench python -m bench.pair [--a-dir DIR] [--b-dir DIR]
+        [--a-env K=V,...] [--b-env K=V,...]
         [--pairs N] [--seconds S] [--rate R]
 
 On a machine whose speed drifts (a shared virtual machine's moved by 20 %
@@ -12,9 +13,9 @@ open-loop run at a fixed rate (as `bench.ingest`'s half load) with the
 projection lag watched. The two runs of a pair are seconds apart, so their
 ratio is the figure; the median of the pairs' ratios is reported.
 
-A build is a checkout with its own environment (`uv sync --group bench` in it;
-`--b-dir`, default this one); settings are SMSQ_* variables for one side
-(`--b-env SMSQ_BATCH_CONCURRENCY=1`).
+A build is a checkout with its own environment (`uv sync --group bench` in
+it; `--a-dir`, `--b-dir`, each this one by default); settings are SMSQ_*
+variables for one side (`--b-env SMSQ_BATCH_CONCURRENCY=1`).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def ratios(turns: dict[int, list[Turn]], field: str) -> str:
 
 
 def bench(server: Server, args: Any, logs: Path) -> int:
-    dirs = (HERE, Path(args.b_dir).resolve() if args.b_dir else HERE)
+    dirs = tuple(Path(d).resolve() if d else HERE for d in (args.a_dir, args.b_dir))
     envs = (settings(args.a_env), settings(args.b_env))
     names = [
         " ".join([str(d), *(f"{k}={v}" for k, v in e.items())])
@@ -200,6 +201,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
 
 def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
+    parser.add_argument("--a-dir", help="checkout of build A (default: this one)")
     parser.add_argument("--b-dir", help="checkout of build B (default: this one)")
     parser.add_argument("--a-env", default="", help="SMSQ_* settings of A, comma-separated")
     parser.add_argument("--b-env", default="", help="SMSQ_* settings of B, comma-separated")
