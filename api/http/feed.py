@@ -34,6 +34,19 @@ from projections.feed import Lagged
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
 
+# The most one send hands the server. The server holds a few sends a stream
+# has made and the client has not taken yet: a client that stops reading
+# leaves that much behind, and a batch of a thousand events sent whole would
+# be some 650 kB each.
+PIECE = 64 * 1024
+
+
+def pieces(text: str) -> list[bytes]:
+    """`text` encoded, in sends of at most PIECE bytes (a stream of bytes: where
+    a piece ends, inside a message or a character, is nothing to the client)."""
+    data = text.encode()
+    return [data[start : start + PIECE] for start in range(0, len(data), PIECE)]
+
 
 class _Refused(Exception):
     def __init__(self, field: str, message: str) -> None:
@@ -100,9 +113,13 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
     )
 
     async def write(text: str) -> None:
+        for piece in pieces(text):
+            await send_in_time(_body(piece, more=True))
+
+    async def send_in_time(event: HTTPResponseBodyEvent) -> None:
         # A client that has not taken a message within this long is not reading.
         # (Not wait_for: a send the server will not cancel would hold it forever.)
-        sending = asyncio.ensure_future(send(_body(text.encode(), more=True)))
+        sending = asyncio.ensure_future(send(event))
         done, _ = await asyncio.wait({sending}, timeout=write_timeout)
         if not done:
             sending.cancel()
@@ -124,8 +141,15 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
                     continue
                 await write("".join(map(_message, batch)))
     except Lagged as lagged:
-        with contextlib.suppress(Exception):
+        # Told why, if it takes it in time; else let go like any client that
+        # does not read (below), not held on the stream's last send.
+        try:
             await write(f"event: lagged\ndata: {_encode({'detail': str(lagged)}).decode()}\n\n")
+        except TimeoutError:
+            log.info("live feed: a lagged client took nothing for %g s; dropped", write_timeout)
+            return
+        except Exception:  # it went away meanwhile
+            return
     except TimeoutError:
         # Nothing more is written to it, and what it was owed is let go.
         log.info("live feed: a client took nothing for %g s; it is dropped", write_timeout)
@@ -138,8 +162,8 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
         return
     finally:
         gone.cancel()
-    with contextlib.suppress(Exception):
-        await send(_body(b"", more=False))
+    with contextlib.suppress(Exception):  # timed out, or the client went away
+        await send_in_time(_body(b"", more=False))
 
 
 def _message(event: RecordedEvent) -> str:

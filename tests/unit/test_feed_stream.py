@@ -1,0 +1,60 @@
+"""GET /events/stream's writes: in bounded pieces, and never held by a client
+that takes nothing, whichever way its stream ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from litestar.types import Message
+
+from api.http.feed import PIECE, event_stream, pieces
+from projections.feed import Lagged
+
+WRITE_TIMEOUT = 0.05
+
+
+def test_a_large_batch_goes_in_pieces_that_join_back_into_it() -> None:
+    text = "é" * PIECE  # two bytes each: a piece ends inside a character
+    sent = pieces(text)
+    assert [len(p) for p in sent] == [PIECE, PIECE]
+    assert b"".join(sent).decode() == text
+    assert pieces(": nothing new\n\n") == [b": nothing new\n\n"]
+
+
+class LaggedAtOnce:
+    """A feed whose follower has already fallen further behind than its queue holds."""
+
+    async def follow(
+        self, after: int, event_type: str | None, *, quiet: float
+    ) -> AsyncIterator[list[Any] | None]:
+        raise Lagged("more than 1000 events behind")
+        yield None  # (an async generator, as the real feed's is)
+
+
+async def test_a_lagged_client_that_takes_nothing_is_let_go_within_the_write_timeout() -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) > 2:
+            await asyncio.Event().wait()  # past the opening line, it reads nothing more
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    settings = SimpleNamespace(feed_heartbeat=15.0, feed_write_timeout=WRITE_TIMEOUT)
+    services = SimpleNamespace(feed=LaggedAtOnce(), settings=settings)
+    app = SimpleNamespace(state=SimpleNamespace(services=services))
+    scope = {"litestar_app": app, "query_string": b"", "headers": []}
+
+    # Held on the stream's last send, it would wait for the client for ever.
+    await asyncio.wait_for(event_stream.fn(scope, receive, send), 20 * WRITE_TIMEOUT)
+
+    start, opening, lagged = sent  # and nothing offered after the note it did not take
+    assert start["type"] == "http.response.start"
+    assert opening["body"].startswith(b": following the log")
+    assert lagged["body"].startswith(b"event: lagged\n")
