@@ -1,9 +1,10 @@
 """How far each projector has folded, and readers waiting for a place in the log.
 
 A projector announces each batch once it has committed (`PROGRESS`, sent
-just after the commit, so it is never heard before the batch is visible). A reader that carries
-a consistency token waits here until the read model it reads has passed the
-token's place: woken by those announcements, never by a timer of its own.
+just after the commit, so it is never heard before the batch is visible). A
+reader that carries a consistency token waits here until the read model it
+reads has passed the token's place: woken by those announcements, never by a
+timer of its own.
 """
 
 from __future__ import annotations

@@ -97,11 +97,12 @@ async def step(
 ) -> int | None:
     """Fold one batch; returns how many events, or None if another instance holds the lease.
 
-    Pipelined: the lease and the range cost one round trip, and the fold, the
-    checkpoint, the commit and the announcement one more, whatever the
+    `conn` is in autocommit mode: the batch is a transaction of its own, and
+    its announcement another. Pipelined: the same few round trips (the lease's,
+    the fold's, the commit's; the announcement rides on the last), whatever the
     projector writes.
     """
-    async with conn.pipeline():
+    async with conn.pipeline() as pipeline:
         async with conn.transaction():
             cur = await conn.execute(_LEASE, {"name": projector.name, "limit": batch_size})
             row = await cur.fetchone()
@@ -112,7 +113,13 @@ async def step(
             lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
             appended = await projector.apply(conn, lo, hi)
             await move_checkpoint(conn, projector.name, hi)
-        await announce(conn, projector.name, hi, appended=bool(appended))
+        # Committed. An announcement that fails leaves waiters to the next one
+        # or their deadline; it must not pass for a batch that failed to fold.
+        try:
+            await announce(conn, projector.name, hi, appended=bool(appended))
+            await pipeline.sync()
+        except psycopg.Error as error:
+            log.warning("projector %s: folded to %s, not announced: %r", projector.name, hi, error)
         return int(row[4])
 
 

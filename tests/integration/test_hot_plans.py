@@ -192,8 +192,6 @@ async def hot_paths(url: str) -> list[tuple[str, Statement, Any, bool]]:
             text = statement.as_string(conn) if isinstance(statement, sql.Composable) else statement
             text = text.decode() if isinstance(text, bytes) else text
             words = text.split()
-            if words[0].upper() in ("NOTIFY", "LISTEN"):
-                continue
             seen.setdefault(" ".join(words), (" ".join(words)[:100], statement, params, prepared))
     return list(seen.values())
 

@@ -211,9 +211,12 @@ async def test_the_checkpoint_moves_with_the_fold(pool: AsyncConnectionPool) -> 
     assert after > before
 
 
-async def test_each_batch_is_announced_once_committed_and_a_reactor_says_the_log_grew(
+async def test_each_folded_batch_is_announced_and_a_reactor_says_the_log_grew_if_it_did(
     pool: AsyncConnectionPool, database_url: str
 ) -> None:
+    # (When they are sent, after the commit or inside it, a listener cannot
+    # tell: what is checked is what each batch says, and that an empty one
+    # says nothing.)
     processing, messages = ProcessingStage(), MessagesProjector()
     async with pool.connection() as conn:
         for projector in (processing, messages):
@@ -238,3 +241,24 @@ async def test_each_batch_is_announced_once_committed_and_a_reactor_says_the_log
         (PROGRESS, announcement(messages.name, folded)),
         (PROGRESS, announcement(processing.name, passed)),
     ]
+
+
+async def test_an_announcement_that_fails_does_not_undo_or_stall_its_folded_batch(
+    pool: AsyncConnectionPool,
+) -> None:
+    # A NOTIFY payload is at most 8,000 bytes: this projector's announcement,
+    # which carries its name, is refused by the server after the batch commits.
+    projector = Recorder("r" * 8_000)
+    async with pool.connection() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS recorded (projector text, position bigint)")
+        await catch_up(conn, projector)
+        before = await checkpoint_of(conn, projector.name)
+        await append(conn, [new(received()) for _ in range(3)])
+        assert await step(conn, projector, 100) == 3
+        after = await checkpoint_of(conn, projector.name)
+        cur = await conn.execute(
+            "SELECT count(*) FROM recorded WHERE projector = %s AND position > %s",
+            (projector.name, before.position),
+        )
+        assert await cur.fetchone() == (3,)
+    assert after > before

@@ -17,9 +17,10 @@ WRITE_TIMEOUT = 0.05
 
 
 def test_a_large_batch_goes_in_pieces_that_join_back_into_it() -> None:
-    text = "é" * PIECE  # two bytes each: a piece ends inside a character
+    text = "a" + "é" * PIECE  # two bytes each, after one: pieces end inside characters
     sent = pieces(text)
-    assert [len(p) for p in sent] == [PIECE, PIECE]
+    assert [len(p) for p in sent] == [PIECE, PIECE, 1]
+    assert sent[0].endswith(b"\xc3")  # the first byte of an "é"
     assert b"".join(sent).decode() == text
     assert pieces(": nothing new\n\n") == [b": nothing new\n\n"]
 
