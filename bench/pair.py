@@ -6,8 +6,9 @@
 
 On a machine whose speed drifts (a shared virtual machine's moved by 20 %
 within minutes), two benchmarks run minutes apart compare the machine, not the
-code. Here two `smsq serve`s run at once, each on a PostgreSQL of its own, and
-take turns: A then B, B then A, and so on. Each turn is a maximum run (wrk,
+code. Here two `smsq serve`s run at once, each on a database of its own (of
+one PostgreSQL, whose CPU a side is charged includes the idle side's few
+polls), and take turns: A then B, B then A, and so on. Each turn is a maximum run (wrk,
 closed loop, as in `bench.ingest`), the projectors' backlog folded, then an
 open-loop run at a fixed rate (as `bench.ingest`'s half load) with the
 projection lag watched. The two runs of a pair are seconds apart, so their

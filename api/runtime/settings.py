@@ -168,8 +168,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(
             gt=0,
             le=300,
-            description="seconds GET /events/stream waits for a client to take a message"
-            " before it gives up on the client",
+            description="seconds GET /events/stream waits for a client to take what it"
+            " was sent (a message, or 64 KiB of a larger batch) before it gives up on it",
         ),
     ] = 10.0
     run_projectors: Annotated[
