@@ -102,25 +102,30 @@ async def step(
     the fold's, the commit's; the announcement rides on the last), whatever the
     projector writes.
     """
-    async with conn.pipeline() as pipeline:
-        async with conn.transaction():
-            cur = await conn.execute(_LEASE, {"name": projector.name, "limit": batch_size})
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            if row[2] is None:
-                return 0
-            lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
-            appended = await projector.apply(conn, lo, hi)
-            await move_checkpoint(conn, projector.name, hi)
-        # Committed. An announcement that fails leaves waiters to the next one
-        # or their deadline; it must not pass for a batch that failed to fold.
-        try:
+    committed = False
+    try:
+        async with conn.pipeline():
+            async with conn.transaction():
+                cur = await conn.execute(_LEASE, {"name": projector.name, "limit": batch_size})
+                row = await cur.fetchone()
+                if row is None:
+                    return None
+                if row[2] is None:
+                    return 0
+                lo, hi = Checkpoint(int(row[0]), row[1]), Checkpoint(int(row[2]), row[3])
+                count = int(row[4])
+                appended = await projector.apply(conn, lo, hi)
+                await move_checkpoint(conn, projector.name, hi)
+            committed = True
             await announce(conn, projector.name, hi, appended=bool(appended))
-            await pipeline.sync()
-        except psycopg.Error as error:
-            log.warning("projector %s: folded to %s, not announced: %r", projector.name, hi, error)
-        return int(row[4])
+    except psycopg.Error as error:
+        if not committed:
+            raise
+        # Only the announcement can fail past the commit. Waiters then wait for
+        # the next one or their deadline; this must not pass for a batch that
+        # failed to fold.
+        log.warning("projector %s: folded to %s, not announced: %r", projector.name, hi, error)
+    return count
 
 
 # Failures that say nothing about the events: the database went away, a
