@@ -98,9 +98,9 @@ async def step(
     """Fold one batch; returns how many events, or None if another instance holds the lease.
 
     `conn` is in autocommit mode: the batch is a transaction of its own, and
-    its announcement another. Pipelined: the same few round trips (the lease's,
-    the fold's, the commit's; the announcement rides on the last), whatever the
-    projector writes.
+    its announcement another. Pipelined: the same few round trips whatever the
+    projector writes (the lease's, the fold's, the commit's, and the pipeline's
+    closing one, which the announcement rides on).
     """
     committed = False
     try:
