@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import resource
-import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,12 +39,10 @@ from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
-    header,
     load_note,
     percentile,
-    postgres,
     postmaster,
-    stop_on_sigterm,
+    run,
     table,
     verdict,
 )
@@ -371,10 +368,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="feed clients (default 4)")
     parser.add_argument("--workers", type=int, default=1, help="granian workers")
     args = parser.parse_args()
-    stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
-        header("Latency at half load: live feed and seals", server)
-        raise SystemExit(bench(server, args, Path(tmp)))
+    run("Latency at half load: live feed and seals", args, bench)
 
 
 if __name__ == "__main__":

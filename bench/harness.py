@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psutil
 import psycopg
@@ -230,6 +231,16 @@ def header(title: str, server: Server | None = None) -> None:
         print(f"database: {server.describe()}")
     print(f"before the run: {load_note()}")
     print(flush=True)
+
+
+def run(title: str, args: Any, bench: Callable[[Server, Any, Path], int]) -> NoReturn:
+    """Run `bench(server, args, scratch)` on a PostgreSQL (`args.database_url`, else
+    an embedded one) with a scratch directory, under `title`; exit with its status.
+    SIGTERM stops it as Ctrl-C does, every `finally` run."""
+    stop_on_sigterm()
+    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
+        header(title, server)
+        raise SystemExit(bench(server, args, Path(tmp)))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -18,7 +18,6 @@ what N machines would.
 from __future__ import annotations
 
 import statistics
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,11 +26,9 @@ from typing import Any
 from bench.harness import (
     Server,
     arguments,
-    header,
     load_note,
-    postgres,
     postmaster,
-    stop_on_sigterm,
+    run,
     table,
     tree_cpu_seconds,
 )
@@ -145,10 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
-    stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
-        header(f"Hosts: ingest on one host and on {args.hosts}, one database", server)
-        raise SystemExit(bench(server, args, Path(tmp)))
+    run(f"Hosts: ingest on one host and on {args.hosts}, one database", args, bench)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,14 +32,12 @@ from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
-    header,
     load_note,
     port,
-    postgres,
     postmaster,
     process,
     ratio,
-    stop_on_sigterm,
+    run,
     table,
     tree_cpu_seconds,
     verdict,
@@ -429,10 +426,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
-    stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
-        header("Ingest: POST /messages", server)
-        raise SystemExit(bench(server, args, Path(tmp)))
+    run("Ingest: POST /messages", args, bench)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,11 +32,9 @@ from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
-    header,
     load_note,
-    postgres,
     postmaster,
-    stop_on_sigterm,
+    run,
     table,
     tree_cpu_seconds,
 )
@@ -68,7 +65,6 @@ class Turn(NamedTuple):
 
 
 class Side(NamedTuple):
-    name: str
     url: str
     base: str
     pid: int
@@ -171,7 +167,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             base, pid = stack.enter_context(
                 served("smsq", url, args.workers, where, env, smsq=smsq)
             )
-            sides.append(Side(names[i], url, base, pid, postmaster(url)))
+            sides.append(Side(url, base, pid, postmaster(url)))
         senders = senders_file(logs)
         offsets = [0, 0]
         turns: dict[int, list[Turn]] = {0: [], 1: []}
@@ -215,10 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     args.pairs = args.pairs or (2 if args.quick else 6)
     args.seconds = args.seconds or (2 if args.quick else 5)
-    stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
-        header("Two builds or settings, side by side", server)
-        raise SystemExit(bench(server, args, Path(tmp)))
+    run("Two builds or settings, side by side", args, bench)
 
 
 if __name__ == "__main__":

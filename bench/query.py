@@ -12,7 +12,6 @@ it the same SQL statement through psycopg, alone and 16 at a time.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,9 @@ from bench.datagen import copy_messages, message_rows, phones
 from bench.harness import (
     Server,
     arguments,
-    header,
     load_note,
-    postgres,
     process,
-    stop_on_sigterm,
+    run,
     table,
     verdict,
     wait_http,
@@ -243,10 +240,7 @@ def main() -> None:
         help=f"sample smsq serve with py-spy during {PROFILED!r}; raw stacks go to DIR",
     )
     args = parser.parse_args()
-    stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
-        header("Query: GET /messages", server)
-        raise SystemExit(bench(server, args, Path(tmp)))
+    run("Query: GET /messages", args, bench)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,11 +28,9 @@ import psycopg
 from bench.harness import (
     Server,
     arguments,
-    header,
     load_note,
-    postgres,
     postmaster,
-    stop_on_sigterm,
+    run,
     table,
     tree_cpu_seconds,
     verdict,
@@ -254,10 +251,7 @@ def main() -> None:
     args.rounds = args.rounds or (3 if args.quick else 6)
     args.seconds = args.seconds or (3 if args.quick else 6)
     args.warm = 2
-    stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
-        header("Ingest over rounds: one server that keeps its data", server)
-        raise SystemExit(bench(server, args, Path(tmp)))
+    run("Ingest over rounds: one server that keeps its data", args, bench)
 
 
 if __name__ == "__main__":
