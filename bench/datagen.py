@@ -12,10 +12,11 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import phonenumbers
 import psycopg
+
+from tests.support.seed import message_id_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 _AREAS = ("202", "212", "305", "415", "512", "617", "718", "206", "303", "404", "312", "713")
@@ -56,7 +57,7 @@ def message_rows(count: int, senders: list[str], seed: int) -> Iterator[tuple[An
         processed = rng.random() >= 0.03
         text = rng.choice(TEXTS)
         yield (
-            UUID(int=rng.getrandbits(128), version=4),
+            message_id_at(at, rng),
             sender,
             rng.choice(RECIPIENTS),
             text,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import timedelta
 
 import phonenumbers
@@ -55,3 +56,17 @@ def test_message_events_take_their_senders_and_start_time_when_given() -> None:
     assert [e.received_at for e in received] == [
         start + timedelta(milliseconds=20 * i) for i in range(50)
     ]
+
+
+def test_seeded_ids_are_version_7_in_arrival_order_as_the_service_makes_them() -> None:
+    received = [e for _, _, e in message_events(500, seed=4) if isinstance(e, SmsReceived)]
+    rows = list(message_rows(500, phones(20, seed=4), seed=4))
+    for ids, times in (
+        ([e.message_id for e in received], [e.received_at for e in received]),
+        ([r[0] for r in rows], [r[4] for r in rows]),
+    ):
+        assert {i.version for i in ids} == {7}
+        assert {i.variant for i in ids} == {uuid.RFC_4122}
+        assert len(set(ids)) == len(ids)
+        assert ids == sorted(ids)  # arrival order is id order: the index grows at its edge
+        assert [i.int >> 80 for i in ids] == [int(t.timestamp() * 1000) for t in times]
