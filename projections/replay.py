@@ -49,53 +49,69 @@ async def events_to_replay(conn: psycopg.AsyncConnection[Any]) -> int:
 
 async def replay(
     conn: psycopg.AsyncConnection[Any],
-    model: Rebuildable,
-    *,
+    *models: Rebuildable,
     chunk: int = 50_000,
     progress: Progress = lambda _: None,
 ) -> int:
-    """Rebuild `model` from the start of the log; returns the events folded.
+    """Rebuild `models` from the start of the log in one pass over it; returns
+    the events folded.
+
+    Each chunk of the log is folded into every model's shadow tables in one
+    transaction, so the log is read once whatever the number of models: a log
+    larger than the page cache is read from disk once, not once a model. The
+    swap puts every model in place in one transaction.
 
     `conn` must be in autocommit mode: each chunk commits on its own.
     """
-    shadows = {t: t + SHADOW for t in model.tables}
-    await ensure_checkpoints(conn, [model.name])
+    shadows = {m.name: {t: t + SHADOW for t in m.tables} for m in models}
+    await ensure_checkpoints(conn, list(shadows))
     await conn.execute("SET synchronous_commit = off")
     # A chunk's fold sorts its events by message; with the default 4 MB a
     # 50,000-event chunk spills that sort to disk.
     await conn.execute("SET work_mem = '64MB'")
     async with conn.transaction():
-        for table, shadow in shadows.items():
-            await _create_shadow(conn, table, shadow)
+        for tables in shadows.values():
+            for table, shadow in tables.items():
+                await _create_shadow(conn, table, shadow)
+
+    async def fold(lo: Checkpoint, hi: Checkpoint) -> None:
+        for model in models:
+            await model.rebuild(conn, shadows[model.name], lo, hi)
 
     folded, at = 0, START
     while found := await next_range(conn, at, chunk):
         hi, count = found
         async with conn.transaction():
-            await model.rebuild(conn, shadows, at, hi)
+            await fold(at, hi)
         folded, at = folded + count, hi
         progress(count)
 
-    for table, shadow in shadows.items():
-        await _index_like(conn, table, shadow)
+    for tables in shadows.values():
+        for table, shadow in tables.items():
+            await _index_like(conn, table, shadow)
 
     async with conn.transaction():
-        # Holding the lease keeps the live projector out until the swap is done.
+        # Holding the leases keeps the live projectors out until the swap is
+        # done (taken in one order, as no other session takes two).
         cur = await conn.execute(
-            "SELECT 1 FROM projection_checkpoints WHERE name = %s FOR UPDATE", (model.name,)
+            "SELECT 1 FROM projection_checkpoints WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+            (sorted(shadows),),
         )
-        await cur.fetchone()
+        await cur.fetchall()
         while found := await next_range(conn, at, chunk):
             hi, count = found
-            await model.rebuild(conn, shadows, at, hi)
+            await fold(at, hi)
             folded, at = folded + count, hi
             progress(count)
-        for table, shadow in shadows.items():
-            await _swap(conn, table, shadow)
-        await move_checkpoint(conn, model.name, at)
-    await announce(conn, model.name, at)
-    for table in shadows:
-        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        for name, tables in shadows.items():
+            for table, shadow in tables.items():
+                await _swap(conn, table, shadow)
+            await move_checkpoint(conn, name, at)
+    for name in shadows:
+        await announce(conn, name, at)
+    for tables in shadows.values():
+        for table in tables:
+            await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     await conn.execute("RESET synchronous_commit")
     await conn.execute("RESET work_mem")
     return folded

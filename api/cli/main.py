@@ -171,8 +171,9 @@ async def _work(
 def replay(names: tuple[str, ...], chunk: int) -> None:
     """Rebuild read models from the event log (all of them when no NAME is given).
 
-    Each is rebuilt into shadow tables and swapped in at the end in one
-    transaction; the API keeps answering from the old tables meanwhile.
+    One pass over the log folds every model named into shadow tables, which
+    are swapped in together at the end in one transaction; the API keeps
+    answering from the old tables meanwhile.
     """
     from projections.catalog import read_models
 
@@ -186,10 +187,10 @@ def replay(names: tuple[str, ...], chunk: int) -> None:
     settings = cli_settings()
     with database(settings) as url:
         migrate_or_fail(url)
-        asyncio.run(_replay(url, [models[n] for n in names or models]))
+        asyncio.run(_replay(url, [models[n] for n in names or models], chunk))
 
 
-async def _replay(url: str, models: list[Any]) -> None:
+async def _replay(url: str, models: list[Any], chunk: int) -> None:
     import psycopg
     from rich.progress import (
         BarColumn,
@@ -202,27 +203,27 @@ async def _replay(url: str, models: list[Any]) -> None:
 
     from projections.replay import events_to_replay, replay
 
+    names = ", ".join(model.name for model in models)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         total = await events_to_replay(conn)
-        for model in models:
-            started = time.monotonic()
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            ) as bar:
-                task = bar.add_task(model.name, total=total)
-                folded = await replay(conn, model, progress=partial(bar.advance, task))
-            elapsed = time.monotonic() - started
-            rate = folded / elapsed if elapsed > 0 else 0.0
-            click.echo(
-                f"smsq: {model.name} rebuilt from {folded:,} events"
-                f" in {elapsed:.1f} s ({rate:,.0f} events/s)",
-                err=True,
-            )
+        started = time.monotonic()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        ) as bar:
+            task = bar.add_task(names, total=total)
+            folded = await replay(conn, *models, chunk=chunk, progress=partial(bar.advance, task))
+        elapsed = time.monotonic() - started
+        rate = folded / elapsed if elapsed > 0 else 0.0
+        click.echo(
+            f"smsq: {names} rebuilt from {folded:,} events in one pass"
+            f" in {elapsed:.1f} s ({rate:,.0f} events/s)",
+            err=True,
+        )
 
 
 # Each command takes a flag for each setting it uses.
