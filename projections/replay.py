@@ -63,6 +63,7 @@ async def replay(
 
     `conn` must be in autocommit mode: each chunk commits on its own.
     """
+    models = tuple({m.name: m for m in models}.values())  # a model named twice, once
     shadows = {m.name: {t: t + SHADOW for t in m.tables} for m in models}
     await ensure_checkpoints(conn, list(shadows))
     await conn.execute("SET synchronous_commit = off")
