@@ -187,7 +187,7 @@ def replay(names: tuple[str, ...], chunk: int) -> None:
     settings = cli_settings()
     with database(settings) as url:
         migrate_or_fail(url)
-        asyncio.run(_replay(url, [models[n] for n in names or models], chunk))
+        asyncio.run(_replay(url, [models[n] for n in dict.fromkeys(names or models)], chunk))
 
 
 async def _replay(url: str, models: list[Any], chunk: int) -> None:
