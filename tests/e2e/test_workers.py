@@ -40,8 +40,10 @@ def position(url: str, name: str) -> int:
 
 def caught_up(url: str) -> bool:
     processed = query(url, "SELECT count(*) FROM events WHERE type = 'SmsProcessed'")[0][0]
-    end = query(url, "SELECT max(position) FROM events")[0][0]
-    return bool(processed == MESSAGES and position(url, "sms_messages") == end)
+    # The last event in reading order, (tx_id, position): the highest position
+    # when commits come in order, not always otherwise.
+    end = query(url, "SELECT position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1")
+    return bool(processed == MESSAGES and position(url, "sms_messages") == end[0][0])
 
 
 def snapshot(url: str) -> list[tuple[Any, ...]]:

@@ -108,14 +108,20 @@ async def test_out_of_order_commits_under_load_are_each_folded_exactly_once(
         await asyncio.gather(*(writer(i) for i in range(120)))
         async with pool.connection() as conn:
             for _ in range(200):
+                # At the last event in reading order, (tx_id, position): with
+                # commits out of order, that is not always the highest position.
                 cur = await conn.execute(
                     "SELECT count(*) FROM projection_checkpoints p"
-                    " WHERE p.name = ANY(%s) AND p.position = (SELECT max(position) FROM events)",
+                    " WHERE p.name = ANY(%s) AND (p.tx_id, p.position) ="
+                    " (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC"
+                    " LIMIT 1)",
                     (names,),
                 )
                 if await cur.fetchone() == (2,):
                     break
                 await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the projectors never reached the end of the log")
             runner.stop()
             await running
             cur = await conn.execute(
