@@ -72,18 +72,21 @@ def moto_server(log: Path, host: str = "127.0.0.1") -> Iterator[str]:
         )
     try:
         deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
+        with httpx.Client(timeout=1) as client:  # one for every probe (servers.wait_ready)
+            while True:
+                if proc.poll() is not None:
                     raise RuntimeError(
-                        f"moto_server not up after 30 s:\n{log.read_text()}"
-                    ) from None
-                time.sleep(0.1)
+                        f"moto_server exited with {proc.returncode}:\n{log.read_text()}"
+                    )
+                try:
+                    client.get(f"{endpoint}/moto-api/")
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"moto_server not up after 30 s:\n{log.read_text()}"
+                        ) from None
+                    time.sleep(0.1)
         yield endpoint
     finally:
         proc.terminate()
