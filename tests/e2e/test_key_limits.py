@@ -171,6 +171,24 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
+@pytest.fixture(scope="module")
+def counted_service(
+    counted: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """`smsq serve` on the counting database, for the tests that count its
+    statements, and a real key made before it starts (so loaded at its start)."""
+    workdir = tmp_path_factory.mktemp("counted")
+    env = {
+        "SMSQ_DATABASE_URL": counted,
+        "SMSQ_DATA_DIR": str(workdir / "data"),
+        "SMSQ_RUN_PROJECTORS": "false",
+        "SMSQ_LOG_LEVEL": "WARNING",
+    }
+    real = make_key(env, "--scopes", "read")
+    with serving(env, workdir / "serve.log") as url:
+        yield url, real
+
+
 def statements(conn: psycopg.Connection) -> int:
     row = conn.execute(_STATEMENTS).fetchone()
     assert row is not None
@@ -202,18 +220,11 @@ async def ask_all(url: str, tokens: list[str]) -> dict[int, int]:
     return statuses
 
 
-def test_made_up_keys_are_refused_without_a_database_query(counted: str, tmp_path: Path) -> None:
-    env = {
-        "SMSQ_DATABASE_URL": counted,
-        "SMSQ_DATA_DIR": str(tmp_path / "data"),
-        "SMSQ_RUN_PROJECTORS": "false",
-        "SMSQ_LOG_LEVEL": "WARNING",
-    }
-    real = make_key(env, "--scopes", "read")
-    with (
-        serving(env, tmp_path / "serve.log") as url,
-        psycopg.connect(counted, autocommit=True) as conn,
-    ):
+def test_made_up_keys_are_refused_without_a_database_query(
+    counted: str, counted_service: tuple[str, str]
+) -> None:
+    url, real = counted_service
+    with psycopg.connect(counted, autocommit=True) as conn:
         # The service has loaded its keys: the real one is accepted.
         assert httpx.get(f"{url}/messages", headers=bearer(real)).status_code == 200
         before = statements(conn)
@@ -280,16 +291,10 @@ def probes(conn: psycopg.Connection) -> int:
 
 
 def test_readiness_is_answered_from_a_probe_made_about_once_a_second(
-    counted: str, tmp_path: Path
+    counted: str, counted_service: tuple[str, str]
 ) -> None:
-    env = {
-        "SMSQ_DATABASE_URL": counted,
-        "SMSQ_DATA_DIR": str(tmp_path / "data"),
-        "SMSQ_RUN_PROJECTORS": "false",
-        "SMSQ_LOG_LEVEL": "WARNING",
-    }
+    url, _ = counted_service
     with (
-        serving(env, tmp_path / "serve.log") as url,
         psycopg.connect(counted, autocommit=True) as conn,
         httpx.Client(base_url=url, timeout=10) as client,
     ):
