@@ -4,6 +4,7 @@ memory, and a nearly full media volume refuses them while messages go on."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import subprocess
 from collections import Counter
@@ -30,6 +31,7 @@ CAP = 8
 GROWTH_BOUND = 192 * MIB
 
 
+@functools.cache  # a quarter of a second to draw and encode; two tests send it
 def near_five_mib() -> bytes:
     data = images.png(seed=500, size=(1320, 1320))  # noise: it does not compress
     assert 4.9 * MIB < len(data) <= 5 * MIB
@@ -67,7 +69,8 @@ async def test_uploads_past_the_cap_are_503_and_memory_stays_bounded(capped: Ser
     data = near_five_mib()
     limits = httpx.Limits(max_connections=UPLOADS + 1)
     async with httpx.AsyncClient(base_url=capped.url, timeout=120, limits=limits) as client:
-        messages = [await new_message(client) for _ in range(UPLOADS)]
+        # Made together: the server commits them in a few batches, not one by one.
+        messages = await asyncio.gather(*(new_message(client) for _ in range(UPLOADS)))
         # Warm: every module an upload uses is loaded, every pool opened.
         assert (await upload(client, messages[0], part(data))).status_code == 201
         pids = serving_processes(capped.proc)
