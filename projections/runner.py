@@ -139,6 +139,11 @@ TRANSIENT = (
     TimeoutError,
 )
 
+# How long a projector waits for a connection before it looks again whether
+# it is stopping. While the database is away the pool reconnects (and logs
+# each failure); a stop must not wait out the pool's 30 s.
+CONNECTION_WAIT = 1.0
+
 _NEXT_EVENT = """
 SELECT e.position FROM events AS e, projection_checkpoints AS c
 WHERE c.name = %(name)s AND (e.tx_id, e.position) > (c.tx_id, c.position)
@@ -252,7 +257,7 @@ class ProjectionRunner:
         while not self._stopping.is_set():
             wake.clear()
             try:
-                async with pool.connection() as conn:
+                async with pool.connection(timeout=CONNECTION_WAIT) as conn:
                     if not ensured:
                         await ensure_checkpoints(conn, [projector.name])
                         ensured = True
@@ -277,6 +282,8 @@ class ProjectionRunner:
                         if at is not None:
                             await self._sleep(self._stopping, self._stalled_retry)
                         continue
+            except PoolTimeout:
+                continue  # no connection yet: the pool says why and keeps trying
             except Exception as error:  # a projector must outlive any one bad batch
                 log.warning("projector %s: %r; retrying", projector.name, error)
                 await self._sleep(wake, 1.0)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
 
+import projections.runner as runner_module
+from api.runtime.embedded import ensure_database
+from migrations import migrate
 from projections.catalog import projectors
 from projections.messages import MessagesProjector
 from projections.replay import replay
 from projections.runner import ProjectionRunner, catch_up
-from tests.support.postgres import Databases
+from tests.support.postgres import Databases, OwnServer
 from tests.support.seed import seed_messages
 
 # About 4,800 events, nearly ten of the runner's batches of 500: the stop,
@@ -85,3 +91,44 @@ async def test_a_stop_mid_catch_up_leaves_consistent_checkpoints_and_no_open_tra
 
 async def snapshot(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
     return await (await conn.execute("SELECT * FROM sms_messages ORDER BY id")).fetchall()
+
+
+class Pools(AsyncConnectionPool[Any]):
+    """The projections pool, kept where the test can read its statistics."""
+
+    made: ClassVar[list[AsyncConnectionPool[Any]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Pools.made.append(self)
+
+
+async def test_a_stop_while_the_database_is_away_ends_at_once(
+    cluster_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = OwnServer(cluster_path)
+    try:
+        ensure_database(own.admin_url, "smsq")
+        url = own.url("smsq")
+        migrate(url)
+        monkeypatch.setattr(runner_module, "AsyncConnectionPool", Pools)
+        runner = ProjectionRunner(url, [MessagesProjector()], poll_interval=0.05)
+        running = asyncio.create_task(runner.run())
+        deadline = time.monotonic() + 30
+        while not Pools.made or Pools.made[-1].get_stats().get("pool_size", 0) == 0:
+            assert time.monotonic() < deadline, "the runner never connected"
+            await asyncio.sleep(0.02)
+        pool = Pools.made[-1]
+
+        own.stop()
+        # Held here: the projector waits for the pool to have a connection again.
+        while pool.get_stats().get("requests_waiting", 0) == 0:
+            assert time.monotonic() < deadline, "the projector never asked for a connection"
+            await asyncio.sleep(0.02)
+        runner.stop()
+        stopped = time.monotonic()
+        await asyncio.wait_for(running, 60)
+        # Not the pool's 30 s wait for a connection: a stop is seen within a second.
+        assert time.monotonic() - stopped < 2
+    finally:
+        own.close()
