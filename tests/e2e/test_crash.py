@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -13,11 +14,16 @@ from tests.support.phones import random_phone
 from tests.support.postgres import Databases
 from tests.support.servers import crash, free_port, smsq_process, wait_ready
 
+SENT = itertools.count()
+
 
 async def ingest(url: str, created: list[str], stop: asyncio.Event) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
         while not stop.is_set():
-            body = {"from": random_phone(), "to": "+447911123456", "message": "mid-crash"}
+            # A text of its own: one number drawn twice within 2 s with one text
+            # would be a duplicate by contract, answered 200.
+            text = f"mid-crash {next(SENT)}"
+            body = {"from": random_phone(), "to": "+447911123456", "message": text}
             try:
                 response = await client.post("/messages", json=body)
             except httpx.HTTPError:
