@@ -65,15 +65,15 @@ async def replay(
     """
     models = tuple({m.name: m for m in models}.values())  # a model named twice, once
     shadows = {m.name: {t: t + SHADOW for t in m.tables} for m in models}
+    tables = [(t, shadow) for of_model in shadows.values() for t, shadow in of_model.items()]
     await ensure_checkpoints(conn, list(shadows))
     await conn.execute("SET synchronous_commit = off")
     # A chunk's fold sorts its events by message; with the default 4 MB a
     # 50,000-event chunk spills that sort to disk.
     await conn.execute("SET work_mem = '64MB'")
     async with conn.transaction():
-        for tables in shadows.values():
-            for table, shadow in tables.items():
-                await _create_shadow(conn, table, shadow)
+        for table, shadow in tables:
+            await _create_shadow(conn, table, shadow)
 
     async def fold(lo: Checkpoint, hi: Checkpoint) -> None:
         for model in models:
@@ -87,16 +87,15 @@ async def replay(
         folded, at = folded + count, hi
         progress(count)
 
-    for tables in shadows.values():
-        for table, shadow in tables.items():
-            await _index_like(conn, table, shadow)
+    for table, shadow in tables:
+        await _index_like(conn, table, shadow)
 
     async with conn.transaction():
         # Holding the leases keeps the live projectors out until the swap is
         # done (taken in one order, as no other session takes two).
         cur = await conn.execute(
             "SELECT 1 FROM projection_checkpoints WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
-            (sorted(shadows),),
+            (list(shadows),),
         )
         await cur.fetchall()
         while found := await next_range(conn, at, chunk):
@@ -104,15 +103,14 @@ async def replay(
             await fold(at, hi)
             folded, at = folded + count, hi
             progress(count)
-        for name, tables in shadows.items():
-            for table, shadow in tables.items():
-                await _swap(conn, table, shadow)
+        for table, shadow in tables:
+            await _swap(conn, table, shadow)
+        for name in shadows:
             await move_checkpoint(conn, name, at)
     for name in shadows:
         await announce(conn, name, at)
-    for tables in shadows.values():
-        for table in tables:
-            await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+    for table, _ in tables:
+        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     await conn.execute("RESET synchronous_commit")
     await conn.execute("RESET work_mem")
     return folded
