@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 from xdist.scheduler import LoadFileScheduling
@@ -177,6 +178,29 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as c:
         yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_client(
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`client`, but of one app for the whole module, on an event loop of the
+    module's own: an app is some 80 ms of processor time, its connections
+    included. For tests that each write only data of their own and look at
+    nothing the app keeps in memory; they are marked IN_MODULE_LOOP.
+
+    The app has a database of its own. Between the tests its loop is paused,
+    maybe in the middle of a projector's transaction, which the projectors of
+    another app on its database would wait out."""
+    settings = Settings(
+        database_url=databases.create(),
+        run_projectors=True,
+        data_dir=tmp_path_factory.mktemp("app") / "data",
+    )
+    async with running(create_app(settings)) as application:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as c:
+            yield c
 
 
 @pytest.fixture

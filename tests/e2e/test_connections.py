@@ -21,7 +21,7 @@ import pytest
 
 from api.runtime.process import allow_open_files
 from tests.support.phones import random_phone
-from tests.support.servers import server
+from tests.support.servers import local_client, server
 
 # The deadline (--header-timeout) of this module's server, in seconds.
 DEADLINE = 3.0
@@ -82,7 +82,7 @@ def probe(url: str, done: EventType, results: Queue[Probed]) -> None:
             started = time.monotonic()
             try:
                 # A new connection each time: the client no one has seen before.
-                with httpx.Client(base_url=url, timeout=5) as client:
+                with local_client(url, timeout=5) as client:
                     if what == "GET /healthz":
                         status = client.get("/healthz").status_code
                     else:
@@ -185,7 +185,7 @@ def test_a_client_told_to_close_after_a_refused_body_sends_its_next_request_else
     guarded: str,
 ) -> None:
     too_big = b'{"from": "' + b"1" * 20_000_000 + b'"}'
-    with httpx.Client(base_url=guarded, timeout=30) as client:
+    with local_client(guarded, timeout=30) as client:
         refused = client.post(
             "/messages", content=too_big, headers={"Content-Type": "application/json"}
         )
@@ -216,7 +216,7 @@ def test_a_body_cut_off_by_its_deadline_is_a_problem_and_closes_the_connection(
 
 def test_a_connection_whose_request_was_read_whole_is_kept(guarded: str) -> None:
     sent = {"from": random_phone(), "to": "+447911123456", "message": "keep-alive"}
-    with httpx.Client(base_url=guarded, timeout=10) as client:
+    with local_client(guarded, timeout=10) as client:
         first = client.post("/messages", json=sent)
         second = client.get("/healthz")
     assert first.status_code == 201

@@ -7,6 +7,14 @@ import pytest
 
 from api.http.app import create_app
 from api.runtime.settings import Settings
+from tests.support.asgi import IN_MODULE_LOOP
+
+
+@pytest.fixture(scope="module")
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """One app for the module's tests (tests/conftest.py, module_client)."""
+    return module_client
+
 
 ERROR_KEYS = {"type", "title", "status", "detail"}
 
@@ -51,6 +59,7 @@ def test_the_document_states_what_the_service_checks() -> None:
     assert set(metrics) == {"text/plain", "application/json"}
 
 
+@IN_MODULE_LOOP
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -70,11 +79,13 @@ async def test_a_repeated_parameter_or_a_value_outside_its_choices_is_422(
     assert error["field"] == field
 
 
+@IN_MODULE_LOOP
 async def test_a_value_among_the_choices_is_still_answered(client: httpx.AsyncClient) -> None:
     assert (await client.get("/events?type=SmsReceived")).status_code == 200
     assert (await client.get("/messages?status=stored&limit=5")).status_code == 200
 
 
+@IN_MODULE_LOOP
 async def test_the_metrics_text_names_its_charset_once(client: httpx.AsyncClient) -> None:
     response = await client.get("/metrics")
     assert response.status_code == 200
@@ -83,6 +94,7 @@ async def test_the_metrics_text_names_its_charset_once(client: httpx.AsyncClient
     assert content_type.count("charset") == 1
 
 
+@IN_MODULE_LOOP
 async def test_a_body_refused_before_the_handler_for_its_size_is_a_problem(
     client: httpx.AsyncClient,
 ) -> None:
@@ -94,6 +106,7 @@ async def test_a_body_refused_before_the_handler_for_its_size_is_a_problem(
     assert response.json().keys() >= ERROR_KEYS
 
 
+@IN_MODULE_LOOP
 @pytest.mark.parametrize(
     ("path", "methods"),
     [
@@ -110,6 +123,7 @@ async def test_options_lists_every_method_of_the_path(
     assert response.headers["allow"] == methods
 
 
+@IN_MODULE_LOOP
 async def test_an_open_service_still_checks_a_credential_it_is_sent(
     client: httpx.AsyncClient,
 ) -> None:

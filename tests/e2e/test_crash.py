@@ -12,13 +12,13 @@ import httpx
 from tests.support.consistency import assert_folded_once
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
-from tests.support.servers import crash, free_port, smsq_process, wait_ready
+from tests.support.servers import crash, free_port, local_async_client, smsq_process, wait_ready
 
 SENT = itertools.count()
 
 
 async def ingest(url: str, created: list[str], stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+    async with local_async_client(url, timeout=5) as client:
         while not stop.is_set():
             # A text of its own: one number drawn twice within 2 s with one text
             # would be a duplicate by contract, answered 200.

@@ -22,7 +22,7 @@ from uuid_utils.compat import uuid7
 from domain.events import EventMetadata, SmsReceived, stream_of
 from tests.support.phones import random_phone
 from tests.support.seed import copy_events, message_events
-from tests.support.servers import serving
+from tests.support.servers import local_async_client, serving
 
 HEARTBEAT = 0.3
 # Waited out whole by the test of a client that never reads, so short; yet far
@@ -66,7 +66,7 @@ async def sse(response: httpx.Response) -> AsyncIterator[tuple[str, str, str]]:
 async def log_positions(url: str, after: int = 0) -> list[int]:
     """Every event after `after`, in reading order, as GET /events pages it."""
     positions: list[int] = []
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+    async with local_async_client(url, timeout=10) as client:
         while True:
             page = (await client.get("/events", params={"after": after, "limit": 1000})).json()
             positions += [e["position"] for e in page["items"]]
@@ -106,7 +106,7 @@ async def test_every_committed_event_arrives_once_in_reading_order_across_reconn
 
     async def writer(seed: int) -> None:
         rng = random.Random(seed)
-        async with httpx.AsyncClient(base_url=feed_url, timeout=10) as client:
+        async with local_async_client(feed_url, timeout=10) as client:
             while not stop.is_set():
                 body = {"from": random_phone(), "to": "+447911123456", "message": f"w{seed}"}
                 assert (await client.post("/messages", json=body)).status_code == 201

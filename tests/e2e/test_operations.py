@@ -25,7 +25,14 @@ from migrations import available, migrate
 from tests.support.asgi import running
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
-from tests.support.servers import SMSQ, free_port, serving, smsq_process, wait_ready
+from tests.support.servers import (
+    SMSQ,
+    free_port,
+    local_client,
+    serving,
+    smsq_process,
+    wait_ready,
+)
 
 
 def smsq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -64,11 +71,13 @@ def db(databases: Databases) -> str:
 def test_two_workers_answer_one_total_and_log_each_request_as_json(db: str, tmp_path: Path) -> None:
     env = {"SMSQ_DATABASE_URL": db, "SMSQ_WORKERS": "2", "SMSQ_LOG_LEVEL": "INFO"}
     log = tmp_path / "serve.log"
-    with serving(env, log) as url, httpx.Client(base_url=url) as client:
+    with serving(env, log) as url, local_client(url) as client:
         for _ in range(30):
             assert client.get("/healthz").status_code == 200
-        # Whichever worker answers the scrape, it reports both workers' requests.
-        scraped = {healthz_count(httpx.get(f"{url}/metrics").text) for _ in range(8)}
+        # Whichever worker answers the scrape, it reports both workers' requests:
+        # each scrape on a new connection, so that both workers are asked.
+        with local_client(url, limits=httpx.Limits(max_keepalive_connections=0)) as scraper:
+            scraped = {healthz_count(scraper.get("/metrics").text) for _ in range(8)}
         sent = client.post(
             "/messages",
             json={"from": random_phone(), "to": "+447911123456", "message": "logged"},

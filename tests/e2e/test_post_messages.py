@@ -8,7 +8,17 @@ import re
 import httpx
 import pytest
 
+from tests.support.asgi import IN_MODULE_LOOP
 from tests.support.phones import random_phone
+
+pytestmark = IN_MODULE_LOOP
+
+
+@pytest.fixture(scope="module")
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """One app for the module's tests (tests/conftest.py, module_client)."""
+    return module_client
+
 
 RECIPIENT = "+447911123456"
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

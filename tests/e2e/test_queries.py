@@ -13,7 +13,14 @@ from psycopg_pool import AsyncConnectionPool
 from projections.messages import MessagesProjector
 from projections.processing import ProcessingStage
 from projections.runner import Projector, catch_up
+from tests.support.asgi import IN_MODULE_LOOP
 from tests.support.phones import random_phone
+
+
+@pytest.fixture(scope="module")
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """One app for the module's tests (tests/conftest.py, module_client)."""
+    return module_client
 
 
 async def post(client: httpx.AsyncClient, sender: str, recipient: str, text: str) -> dict[str, Any]:
@@ -63,6 +70,7 @@ async def test_a_message_goes_received_stored_processed(
     assert (await still.get(path)).json() == processed
 
 
+@IN_MODULE_LOOP
 async def test_filters_pages_and_the_next_link_walk_every_message_once(
     client: httpx.AsyncClient,
 ) -> None:
@@ -87,6 +95,7 @@ async def test_filters_pages_and_the_next_link_walk_every_message_once(
     assert order == sorted(order, reverse=True)
 
 
+@IN_MODULE_LOOP
 async def test_from_status_and_defaults(client: httpx.AsyncClient) -> None:
     sender = random_phone()
     mine = [await post(client, sender, random_phone(), f"m{i}") for i in range(3)]
@@ -113,6 +122,7 @@ async def test_from_status_and_defaults(client: httpx.AsyncClient) -> None:
     assert default["next"] == "/messages?limit=10&offset=10"
 
 
+@IN_MODULE_LOOP
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -136,6 +146,7 @@ async def test_bad_query_parameters_are_422(
     assert [e["field"] for e in response.json()["errors"]] == [field]
 
 
+@IN_MODULE_LOOP
 async def test_an_unknown_parameter_is_422_not_an_unfiltered_page(
     client: httpx.AsyncClient,
 ) -> None:
@@ -149,6 +160,7 @@ async def test_an_unknown_parameter_is_422_not_an_unfiltered_page(
     assert "status" in error["message"]
 
 
+@IN_MODULE_LOOP
 async def test_many_unknown_parameters_get_a_short_422(client: httpx.AsyncClient) -> None:
     query = "&".join(f"p{i}=1" for i in range(2000))
     response = await client.get(f"/messages?{query}&p0=again")
@@ -158,6 +170,7 @@ async def test_many_unknown_parameters_get_a_short_422(client: httpx.AsyncClient
     assert problem["detail"].endswith("and 1995 more")
 
 
+@IN_MODULE_LOOP
 async def test_get_by_id_reads_the_model_once_it_has_the_message(client: httpx.AsyncClient) -> None:
     created = await post(client, random_phone(), random_phone(), "hi")
     body = await until(client, f"/messages/{created['id']}", lambda b: b["status"] == "processed")
@@ -166,6 +179,7 @@ async def test_get_by_id_reads_the_model_once_it_has_the_message(client: httpx.A
     }
 
 
+@IN_MODULE_LOOP
 async def test_an_offset_past_everything_is_an_empty_page(client: httpx.AsyncClient) -> None:
     last = await client.get(f"/messages?offset={2**63 - 1}")
     assert last.status_code == 200

@@ -11,7 +11,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from litestar import Litestar
+
+# For the tests of a module that share one app (tests/conftest.py, module_client):
+# they run on the event loop it runs on.
+IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
 
 @asynccontextmanager

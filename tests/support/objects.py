@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, local_client
 
 MOTO = str(Path(sys.executable).parent / "moto_server")
 
@@ -72,7 +72,7 @@ def moto_server(log: Path, host: str = "127.0.0.1") -> Iterator[str]:
         )
     try:
         deadline = time.monotonic() + 30
-        with httpx.Client(timeout=1) as client:  # one for every probe (servers.wait_ready)
+        with local_client(timeout=1) as client:  # one for every probe (servers.wait_ready)
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(

@@ -13,10 +13,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 SMSQ = str(Path(sys.executable).parent / "smsq")
+
+
+def local_client(base_url: str = "", **options: Any) -> httpx.Client:
+    """A client of a server the test started, which speaks plain HTTP.
+
+    httpx's default client loads the system's certificates into a TLS context,
+    some 20 ms of CPU each time: a few seconds a run, over the suite's few
+    hundred clients, for connections that never use TLS.
+    """
+    return httpx.Client(base_url=base_url, verify=False, **options)
+
+
+def local_async_client(base_url: str = "", **options: Any) -> httpx.AsyncClient:
+    """local_client's asynchronous twin."""
+    return httpx.AsyncClient(base_url=base_url, verify=False, **options)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,9 +113,7 @@ def serving(
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    # One client for every probe: a client of its own per probe builds an SSL
-    # context each time, some 20 ms of CPU against a fraction of one.
-    with httpx.Client(timeout=1) as client:
+    with local_client(timeout=1) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"smsq serve exited with {proc.returncode}:\n{log.read_text()}")
