@@ -180,27 +180,39 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def module_settings(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The settings of module_client's app, with a database of its own."""
+    return Settings(
+        database_url=databases.create(),
+        run_projectors=True,
+        data_dir=tmp_path_factory.mktemp("app") / "data",
+    )
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def module_client(
-    databases: Databases, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[httpx.AsyncClient]:
+async def module_client(module_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """`client`, but of one app for the whole module, on an event loop of the
     module's own: an app is some 80 ms of processor time, its connections
     included. For tests that each write only data of their own and look at
     nothing the app keeps in memory; they are marked IN_MODULE_LOOP.
 
-    The app has a database of its own. Between the tests its loop is paused,
+    The app's database is its own. Between the tests its loop is paused,
     maybe in the middle of a projector's transaction, which the projectors of
     another app on its database would wait out."""
-    settings = Settings(
-        database_url=databases.create(),
-        run_projectors=True,
-        data_dir=tmp_path_factory.mktemp("app") / "data",
-    )
-    async with running(create_app(settings)) as application:
+    async with running(create_app(module_settings)) as application:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as c:
             yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_pool(module_settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
+    """A pool on module_client's database, to look at what its app did."""
+    async with AsyncConnectionPool(
+        module_settings.database_url, min_size=1, kwargs={"autocommit": True}
+    ) as p:
+        yield p
 
 
 @pytest.fixture

@@ -30,3 +30,18 @@ def media(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Me
 @pytest.fixture
 def settings(settings: Settings, media: MediaPlace) -> Settings:
     return media.applied_to(settings)
+
+
+@pytest.fixture(scope="module")
+def module_media(
+    store_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> MediaPlace:
+    """The store of the module's shared app (module_client), one per store kind.
+    In test_media_hostile.py nothing its tests send is kept, and they count
+    on it staying empty."""
+    return media_place(store_kind, tmp_path_factory.mktemp("media") / "data", request)
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_settings: Settings, module_media: MediaPlace) -> Settings:
+    return module_media.applied_to(module_settings)

@@ -18,7 +18,7 @@ from api.http.app import create_app
 from api.runtime.settings import Settings
 from media.store import CHUNK
 from tests.support import images
-from tests.support.asgi import running
+from tests.support.asgi import IN_MODULE_LOOP, running
 from tests.support.media import (
     MediaPlace,
     blob_rows,
@@ -156,19 +156,21 @@ async def test_the_read_model_catches_up_with_the_same_answer(
     assert listed.json() == created.json()
 
 
-async def test_an_unchanged_image_is_not_sent_again(client: httpx.AsyncClient) -> None:
-    message_id = await new_message(client)
-    item = (await upload(client, message_id, part(images.png(seed=8)))).json()["items"][0]
+@IN_MODULE_LOOP
+async def test_an_unchanged_image_is_not_sent_again(module_client: httpx.AsyncClient) -> None:
+    message_id = await new_message(module_client)
+    item = (await upload(module_client, message_id, part(images.png(seed=8)))).json()["items"][0]
     etag = f'"{item["sha256"]}"'
     for tag in (etag, f"W/{etag}", f'"other", {etag}', "*"):
-        cached = await client.get(item["url"], headers={"If-None-Match": tag})
+        cached = await module_client.get(item["url"], headers={"If-None-Match": tag})
         assert cached.status_code == 304
         assert cached.content == b""
         assert cached.headers["etag"] == etag
-    fresh = await client.get(item["url"], headers={"If-None-Match": '"other"'})
+    fresh = await module_client.get(item["url"], headers={"If-None-Match": '"other"'})
     assert fresh.status_code == 200
 
 
+@IN_MODULE_LOOP
 @pytest.mark.parametrize(
     "path",
     [
@@ -178,15 +180,16 @@ async def test_an_unchanged_image_is_not_sent_again(client: httpx.AsyncClient) -
         "/media/..%2F..%2Fetc%2Fpasswd",
     ],
 )
-async def test_what_does_not_exist_is_404(client: httpx.AsyncClient, path: str) -> None:
-    response = await client.get(path)
+async def test_what_does_not_exist_is_404(module_client: httpx.AsyncClient, path: str) -> None:
+    response = await module_client.get(path)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
 
 
+@IN_MODULE_LOOP
 @pytest.mark.parametrize("name", ["abc", "A" * 64, "g" * 64, "0" * 63, "0" * 65])
-async def test_a_malformed_hash_is_422(client: httpx.AsyncClient, name: str) -> None:
-    response = await client.get(f"/media/{name}")
+async def test_a_malformed_hash_is_422(module_client: httpx.AsyncClient, name: str) -> None:
+    response = await module_client.get(f"/media/{name}")
     assert response.status_code == 422
     assert response.json()["status"] == 422
 

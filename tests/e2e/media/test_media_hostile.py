@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 import httpx
 import msgspec
 import pytest
-import pytest_asyncio
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
@@ -29,12 +28,10 @@ from tests.support.media import (
     key,
     link_rows,
     media_events,
-    media_place,
     new_message,
     part,
     upload,
 )
-from tests.support.postgres import Databases
 
 # An image larger than the default 5 MiB limit: noise does not compress.
 OVERSIZE = images.png(size=(1400, 1400))
@@ -88,54 +85,28 @@ async def assert_nothing_left(
     assert await link_rows(pool, message_id) == 0
 
 
-# The hostile files, each refused, share one app, store and database per store
-# kind, on an event loop of the module's own: nothing any of them does is kept,
-# so the store is as empty for the last as for the first (and each app costs
-# some 80 ms of processor time, its connections included). The database is
-# the app's alone: between these tests its loop is paused, maybe in the middle
-# of a projector's transaction, which another app's projectors would wait out.
-@pytest.fixture(scope="module")
-def refusing_media(
-    store_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> MediaPlace:
-    return media_place(store_kind, tmp_path_factory.mktemp("refusing") / "data", request)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def refusing(
-    databases: Databases, refusing_media: MediaPlace
-) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncConnectionPool]]:
-    """A client of the refusing app, and a pool to look at its database."""
-    url = databases.create()
-    settings = refusing_media.applied_to(Settings(database_url=url, run_projectors=True))
-    async with (
-        running(create_app(settings)) as app,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://smsq.test") as c,
-        AsyncConnectionPool(url, min_size=1, kwargs={"autocommit": True}) as pool,
-    ):
-        yield c, pool
-
-
+# The hostile files, each refused, share one app per store kind: nothing any of
+# them does is kept, so the store is as empty for the last as for the first.
 @IN_MODULE_LOOP
 @pytest.mark.parametrize("case", HOSTILE)
 async def test_a_hostile_file_is_refused_and_leaves_nothing(
-    refusing: tuple[httpx.AsyncClient, AsyncConnectionPool],
-    refusing_media: MediaPlace,
+    module_client: httpx.AsyncClient,
+    module_pool: AsyncConnectionPool,
+    module_media: MediaPlace,
     case: str,
 ) -> None:
-    client, pool = refusing
     (_, (filename, data, _)), status = HOSTILE[case]
-    message_id = await new_message(client)
+    message_id = await new_message(module_client)
 
-    response = await upload(client, message_id, HOSTILE[case][0])
+    response = await upload(module_client, message_id, HOSTILE[case][0])
 
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["status"] == status
     assert f'file 1 ("{filename}")' in problem["detail"]  # the problem names the file
-    assert (await client.get(f"/messages/{message_id}/media")).json() == {"items": []}
-    await assert_nothing_left(pool, refusing_media, message_id, data)
+    assert (await module_client.get(f"/messages/{message_id}/media")).json() == {"items": []}
+    await assert_nothing_left(module_pool, module_media, message_id, data)
 
 
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
