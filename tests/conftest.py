@@ -203,8 +203,9 @@ async def module_client(module_settings: Settings) -> AsyncIterator[httpx.AsyncC
     nothing the app keeps in memory; they are marked IN_MODULE_LOOP.
 
     The app's database is its own. Between the tests its loop is paused,
-    maybe in the middle of a projector's transaction, which the projectors of
-    another app on its database would wait out."""
+    maybe in the middle of a projector's transaction, holding the projector's
+    checkpoint row: another app's projector on its database would fold
+    nothing until the next of those tests."""
     async with running(create_app(module_settings)) as application:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://smsq.test") as c:
