@@ -113,7 +113,7 @@ def serving(
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    with local_client(timeout=1) as client:
+    with local_client(timeout=1) as client:  # one for every probe
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"smsq serve exited with {proc.returncode}:\n{log.read_text()}")
