@@ -33,7 +33,8 @@ async def post(
     message = text or f"Hello {next(SENT)}"
     body = {"from": sender or random_phone(), "to": "+447911123456", "message": message}
     response = await client.post("/messages", json=body)
-    assert response.status_code == 201, (body, response.text)
+    # What was sent and all that came back: a 200 here, once in CI, is unexplained.
+    assert response.status_code == 201, (body, dict(response.headers), response.text)
     return response
 
 
