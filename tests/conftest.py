@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
+from xdist import plugin as xdist_plugin
 from xdist.scheduler import LoadFileScheduling
 
 from api.http.app import create_app
@@ -79,8 +80,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
     The one more: the tests that measure time wait out deadlines on their
     worker, one after another (TimedTogether), and with a worker per core the
-    machine sat idle for a sixth of a run (docs/testing.md)."""
-    return 0 if given_server(os.environ) else (os.cpu_count() or 1) + 1
+    machine sat idle for a sixth of a run (docs/testing.md). The cores are
+    counted as pytest-xdist counts them; PYTEST_XDIST_AUTO_NUM_WORKERS, if set,
+    is taken as it is."""
+    if given_server(os.environ):
+        return 0
+    counted = xdist_plugin.pytest_xdist_auto_num_workers(config)
+    return counted if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else counted + 1
 
 
 @pytest.fixture(scope="session")
