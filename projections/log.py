@@ -178,4 +178,6 @@ class LogEntry(msgspec.Struct, kw_only=True):
 
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds: `2026-11-24T10:15:02.123Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:  # the pool's sessions read times in UTC already
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"

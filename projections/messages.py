@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -112,7 +113,9 @@ def MessagesProjector() -> SqlFold:
     return FOLD
 
 
-class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
+class MessageRow(msgspec.Struct, frozen=True):
+    """A row of `sms_messages`, its fields in the order of COLUMNS."""
+
     id: UUID
     from_: str
     to: str
@@ -131,20 +134,8 @@ COLUMNS = sql.SQL(
 )
 
 
-def _row(values: tuple[Any, ...]) -> MessageRow:
-    fields = (
-        "id",
-        "from_",
-        "to",
-        "message",
-        "status",
-        "received_at",
-        "media_count",
-        "processed_at",
-        "encoding",
-        "segments",
-    )
-    return MessageRow(**dict(zip(fields, values, strict=True)))
+def _row(values: Sequence[Any]) -> MessageRow:
+    return MessageRow(*values)
 
 
 class MessageView(msgspec.Struct, frozen=True, kw_only=True):

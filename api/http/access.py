@@ -22,6 +22,7 @@ notification arrives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -166,17 +167,22 @@ def from_this_machine(scope: Scope) -> bool:
     """The peer is a loopback address and no proxy header says the request came
     from elsewhere."""
     client = scope.get("client")
-    if not client:
+    if not client or not _loopback(client[0]):
         return False
+    return not any(name in PROXY_HEADERS for name, _ in scope["headers"])
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopback(host: str) -> bool:
+    """Whether a peer's address is a loopback one. Asked only while no key
+    exists, for every request: remembered, parsing costs more than the rest."""
     try:
-        address = ipaddress.ip_address(client[0])
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if not address.is_loopback:
-        return False
-    return not any(name in PROXY_HEADERS for name, _ in scope["headers"])
+    return address.is_loopback
 
 
 def _credential(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from typing import Annotated, Any
-from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
@@ -121,6 +120,13 @@ async def load_message(services: Services, message_id: UUID) -> Found | None:
     state = fold(r.decode() for r in view.stream)
     assert state is not None
     return Found(Message.from_state(state, stored=view.stored), view.place)
+
+
+def _next_page(filters: dict[str, str | None], limit: int, offset: int) -> str:
+    """The next page's URL. The filters' values are E.164 numbers and status
+    names, whose only character a query must escape is the number's `+`."""
+    given = "".join(f"{k}={v.replace('+', '%2B')}&" for k, v in filters.items() if v is not None)
+    return f"/messages?{given}limit={limit}&offset={offset + limit}"
 
 
 def phone_filter(raw: str | None, field: str) -> str | None:
@@ -368,14 +374,11 @@ class MessagesController(Controller):
                 limit=limit + 1,
                 offset=offset,
             )
-        more = len(rows) > limit
-        query = {k: v for k, v in filters.items() if v is not None}
-        following = urlencode({**query, "limit": limit, "offset": offset + limit})
         return MessagePage(
             items=[Message.from_row(r) for r in rows[:limit]],
             limit=limit,
             offset=offset,
-            next=f"/messages?{following}" if more else None,
+            next=_next_page(filters, limit, offset) if len(rows) > limit else None,
         )
 
     @get(

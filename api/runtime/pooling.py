@@ -54,6 +54,9 @@ def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool
                     (
                         str(conninfo_to_dict(url).get("options") or ""),
                         "-c idle_in_transaction_session_timeout=10000",
+                        # Times come back in UTC (psycopg's `timezone.utc`), as the
+                        # API writes them: nothing to convert per value.
+                        "-c TimeZone=UTC",
                         f"-c statement_timeout={round(settings.statement_timeout * 1000)}",
                     ),
                 )

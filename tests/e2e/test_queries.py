@@ -90,6 +90,9 @@ async def test_filters_pages_and_the_next_link_walk_every_message_once(
         next_path = page["next"]
         pages += 1
     assert pages == 4
+    escaped = recipient.replace("+", "%2B")
+    first = (await client.get(path)).json()
+    assert first["next"] == f"/messages?to={escaped}&limit=7&offset=7"
     assert sorted(m["id"] for m in walked) == sorted(m["id"] for m in created)
     order = [(m["received_at"], m["id"]) for m in walked]
     assert order == sorted(order, reverse=True)
