@@ -1,12 +1,14 @@
-"""Query: GET /messages on a read model of 1,000,000 messages, first page and page 1000.
+"""Query: GET /messages (first page, page 1000) and GET /messages/{id} on 1,000,000 messages.
 
     uv run --group bench python -m bench.query [--quick] [--rows N]
 
 The read model is seeded directly with COPY (deterministic: Zipf-distributed
 senders, so a few send a lot and most a little; 3 % not yet processed); the
-queries do not need its events. For each query: the maximum rate with wrk
-(closed loop), then latency in an open-loop run at half that rate, and beside
-it the same SQL statement through psycopg, alone and 16 at a time.
+list queries do not need its events. `GET /messages/{id}` reads the message's
+stream as well as its row, so its 1,000 messages are sent through the API
+first. For each query: the maximum rate with wrk (closed loop), then latency
+in an open-loop run at half that rate, and beside it the same SQL statement
+through psycopg, alone and 16 at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
+from uuid import UUID
 
+import httpx
 import psycopg
 
 from bench import openloop, profile
@@ -33,26 +37,45 @@ from bench.harness import (
 )
 from bench.harness import port as free_port
 from bench.wrk import Run, wrk
-from projections.messages import list_statement
+from domain.events import stream_of
+from projections.messages import GET_MESSAGE, list_statement
 from tests.support.servers import SMSQ
 
 CONNECTIONS = 16
 DEEP = 9990  # page 1000 at the default limit of 10
 PROFILED = "status=processed, first page"
+ONE = "one message, GET /messages/{id}"
+SENT = 1000
 PROFILE_KEEP = ("api/", "projections/", "litestar", "psycopg", "msgspec")
 
 
-def scenarios(senders: list[str]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(name, filter sets); a name's requests cycle through its filter sets."""
+class Scenario(NamedTuple):
+    name: str
+    paths: list[str]
+    """Requests cycle through these..."""
+    statements: list[tuple[Any, Any]]
+    """...and the SQL alone through the statements the handler runs for them."""
+
+
+def listing(name: str, filter_sets: list[dict[str, Any]]) -> Scenario:
+    return Scenario(name, [path(f) for f in filter_sets], [statement(f) for f in filter_sets])
+
+
+def scenarios(senders: list[str], sent: list[UUID]) -> list[Scenario]:
     busiest = senders[0]  # rank 1 of the Zipf distribution
     return [
-        ("from=busiest, first page", [{"from": busiest}]),
-        ("from=busiest, page 1000", [{"from": busiest, "offset": DEEP}]),
-        ("from=1,000 senders, first page", [{"from": s} for s in senders[:1000]]),
-        ("status=processed, first page", [{"status": "processed"}]),
-        ("status=processed, page 1000", [{"status": "processed", "offset": DEEP}]),
-        ("status=stored, first page", [{"status": "stored"}]),
-        ("status=stored, page 1000", [{"status": "stored", "offset": DEEP}]),
+        listing("from=busiest, first page", [{"from": busiest}]),
+        listing("from=busiest, page 1000", [{"from": busiest, "offset": DEEP}]),
+        listing("from=1,000 senders, first page", [{"from": s} for s in senders[:1000]]),
+        listing("status=processed, first page", [{"status": "processed"}]),
+        listing("status=processed, page 1000", [{"status": "processed", "offset": DEEP}]),
+        listing("status=stored, first page", [{"status": "stored"}]),
+        listing("status=stored, page 1000", [{"status": "stored", "offset": DEEP}]),
+        Scenario(
+            ONE,
+            [f"/messages/{i}" for i in sent],
+            [(GET_MESSAGE, {"stream": stream_of(i), "id": i}) for i in sent],
+        ),
     ]
 
 
@@ -69,11 +92,29 @@ def statement(filters: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
     )
 
 
+def send_messages(base: str, count: int) -> list[UUID]:
+    """`count` messages through the API, each from a sender of its own, once
+    every one of them is processed (its row current with its stream)."""
+    senders = phones(count, seed=4)
+    ids = []
+    with httpx.Client(base_url=base) as client:
+        for sender in senders:
+            body = {"from": sender, "to": senders[0], "message": "a message to read back"}
+            answer = client.post("/messages", json=body)
+            answer.raise_for_status()
+            ids.append(UUID(answer.json()["id"]))
+        deadline = time.monotonic() + 60
+        while client.get(f"/messages/{ids[-1]}").json()["status"] != "processed":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the messages sent were not processed within 60 s")
+            time.sleep(0.1)
+    return ids
+
+
 async def sql_rates(
-    url: str, sets: list[dict[str, Any]], seconds: float
+    url: str, statements: list[tuple[Any, Any]], seconds: float
 ) -> tuple[float, float, float]:
     """(p50 ms, p99 ms) of the statement alone, and its rate 16 at a time."""
-    statements = [statement(f) for f in sets]
     latencies = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         until = time.perf_counter() + seconds / 2
@@ -112,7 +153,7 @@ async def sql_rates(
 
 def http_rates(
     listen: int,
-    sets: list[dict[str, Any]],
+    paths: list[str],
     seconds: float,
     logs: Path,
     spy: tuple[int, Path] | None = None,
@@ -122,7 +163,6 @@ def http_rates(
 
     With `spy` (the server's pid, a file), py-spy samples the maximum run.
     """
-    paths = [path(f) for f in sets]
     file = logs / "paths.txt"
     file.write_text("\n".join(paths) + "\n")
     base = f"http://127.0.0.1:{listen}"
@@ -167,11 +207,14 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     log = logs / "serve.log"
     with process([SMSQ, "serve"], env=env, log=log) as proc:
         wait_http(base + "/readyz", proc, log)
-        for name, sets in scenarios(senders):
+        started = time.perf_counter()
+        sent = send_messages(base, SENT)
+        print(f"sent {SENT:,} messages through the API in {time.perf_counter() - started:.1f} s")
+        for name, paths, statements in scenarios(senders, sent):
             print(f"{name} ({load_note()})", flush=True)
             spy = (proc.pid, raw) if args.profile and name == PROFILED else None
-            run, half = http_rates(listen, sets, seconds, logs, spy)
-            sql = asyncio.run(sql_rates(url, sets, seconds))
+            run, half = http_rates(listen, paths, seconds, logs, spy)
+            sql = asyncio.run(sql_rates(url, statements, seconds))
             results.append((name, run, half, sql))
 
     rows_out = []
@@ -213,6 +256,19 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     print()
     by_name = {name: (run, half) for name, run, half, _ in results}
     goals = []
+    for name, run, half, (_, _, sql_rate) in results:
+        if "page 1000" in name:
+            continue
+        # This round's read-path goal: HTTP at half its own SQL's rate or better, p99 <= 5 ms.
+        p99 = half.percentile(99) * 1000
+        share = run.rps / sql_rate
+        goals.append(
+            [
+                f">= 0.5x its SQL, p99 <= 5 ms: {name}",
+                f"{share:.2f}x, {p99:.1f} ms",
+                verdict(share >= 0.5 and p99 <= 5),
+            ]
+        )
     for first, deep in (
         ("from=busiest, first page", "from=busiest, page 1000"),
         ("status=processed, first page", "status=processed, page 1000"),
