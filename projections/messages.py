@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -134,10 +133,6 @@ COLUMNS = sql.SQL(
 )
 
 
-def _row(values: Sequence[Any]) -> MessageRow:
-    return MessageRow(*values)
-
-
 class MessageView(msgspec.Struct, frozen=True, kw_only=True):
     """One message as one statement saw it: the row when the read model has
     folded every event of the stream, else the stream itself to fold."""
@@ -174,7 +169,7 @@ async def get_message(conn: psycopg.AsyncConnection[Any], message_id: UUID) -> M
     tx_id, position, stored, current, *columns, stream = found
     return MessageView(
         place=Place(int(tx_id), position),
-        row=_row(tuple(columns)) if current else None,
+        row=MessageRow(*columns) if current else None,
         stored=stored,
         stream=[] if stream is None else decode_stream(stream),
     )
@@ -235,4 +230,4 @@ async def list_messages(
         from_=from_, to=to, status=status, limit=limit, offset=offset
     )
     cur = await conn.execute(statement, params)
-    return [_row(row) for row in await cur.fetchall()]
+    return [MessageRow(*row) for row in await cur.fetchall()]
