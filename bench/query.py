@@ -36,6 +36,7 @@ from bench.harness import (
     wait_http,
 )
 from bench.harness import port as free_port
+from bench.ingest import caught_up
 from bench.wrk import Run, wrk
 from domain.events import stream_of
 from projections.messages import GET_MESSAGE, list_statement
@@ -92,9 +93,9 @@ def statement(filters: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
     )
 
 
-def send_messages(base: str, count: int) -> list[UUID]:
+def send_messages(base: str, url: str, count: int) -> list[UUID]:
     """`count` messages through the API, each from a sender of its own, once
-    every one of them is processed (its row current with its stream)."""
+    every projector has folded them (each row current with its stream)."""
     senders = phones(count, seed=4)
     ids = []
     with httpx.Client(base_url=base) as client:
@@ -103,11 +104,7 @@ def send_messages(base: str, count: int) -> list[UUID]:
             answer = client.post("/messages", json=body)
             answer.raise_for_status()
             ids.append(UUID(answer.json()["id"]))
-        deadline = time.monotonic() + 60
-        while client.get(f"/messages/{ids[-1]}").json()["status"] != "processed":
-            if time.monotonic() > deadline:
-                raise RuntimeError("the messages sent were not processed within 60 s")
-            time.sleep(0.1)
+    caught_up(url)
     return ids
 
 
@@ -208,7 +205,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     with process([SMSQ, "serve"], env=env, log=log) as proc:
         wait_http(base + "/readyz", proc, log)
         started = time.perf_counter()
-        sent = send_messages(base, SENT)
+        sent = send_messages(base, url, SENT)
         print(f"sent {SENT:,} messages through the API in {time.perf_counter() - started:.1f} s")
         for name, paths, statements in scenarios(senders, sent):
             print(f"{name} ({load_note()})", flush=True)

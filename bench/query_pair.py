@@ -71,7 +71,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             where.mkdir()
             smsq = str(directory / ".venv" / "bin" / "smsq")
             sides.append(stack.enter_context(served("smsq", url, 1, where, env, smsq=smsq)))
-        sent = send_messages(sides[0][0], SENT)
+        sent = send_messages(sides[0][0], url, SENT)
         chosen: list[Scenario] = [s for s in scenarios(senders, sent) if s.name in COMPARED]
         files = []
         for number, scenario in enumerate(chosen):
