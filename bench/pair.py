@@ -21,6 +21,7 @@ variables for one side (`--b-env SMSQ_BATCH_CONCURRENCY=1`).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from bench.ingest import (
 
 HERE = Path(__file__).resolve().parent.parent
 SIDES = "AB"
+SECONDS = 5  # a turn's run, without --seconds
 
 
 class Turn(NamedTuple):
@@ -76,6 +78,49 @@ def settings(text: str) -> dict[str, str]:
     if any(len(p) != 2 or not p[0].startswith("SMSQ_") for p in pairs):
         raise SystemExit(f"settings are SMSQ_NAME=value, comma-separated: {text!r}")
     return {p[0]: p[1] for p in pairs}
+
+
+class Build(NamedTuple):
+    """One side of a comparison: a checkout with its own environment, and settings."""
+
+    directory: Path
+    env: dict[str, str]
+
+    @property
+    def smsq(self) -> str:
+        return str(self.directory / ".venv" / "bin" / "smsq")
+
+    @property
+    def name(self) -> str:
+        return " ".join([str(self.directory), *(f"{k}={v}" for k, v in self.env.items())])
+
+
+def side_arguments(parser: argparse.ArgumentParser, seconds: float) -> None:
+    """The options naming the two sides, and the pairs and run length of their turns."""
+    parser.add_argument("--a-dir", help="checkout of build A (default: this one)")
+    parser.add_argument("--b-dir", help="checkout of build B (default: this one)")
+    parser.add_argument("--a-env", default="", help="SMSQ_* settings of A, comma-separated")
+    parser.add_argument("--b-env", default="", help="SMSQ_* settings of B, comma-separated")
+    parser.add_argument("--pairs", type=int, help="pairs of turns (default 6, 2 with --quick)")
+    parser.add_argument(
+        "--seconds", type=float, help=f"length of each run (default {seconds:g}, 2 with --quick)"
+    )
+
+
+def parse_sides(parser: argparse.ArgumentParser, seconds: float) -> Any:
+    """Parse, filling in the pairs and run length the options left out."""
+    args = parser.parse_args()
+    args.pairs = args.pairs or (2 if args.quick else 6)
+    args.seconds = args.seconds or (2 if args.quick else seconds)
+    return args
+
+
+def builds(args: Any) -> tuple[Build, Build]:
+    a, b = (
+        Build(Path(d).resolve() if d else HERE, settings(e))
+        for d, e in ((args.a_dir, args.a_env), (args.b_dir, args.b_env))
+    )
+    return a, b
 
 
 def cpu(side: Side) -> float:
@@ -147,25 +192,19 @@ def ratios(turns: dict[int, list[Turn]], field: str) -> str:
 
 
 def bench(server: Server, args: Any, logs: Path) -> int:
-    dirs = tuple(Path(d).resolve() if d else HERE for d in (args.a_dir, args.b_dir))
-    envs = (settings(args.a_env), settings(args.b_env))
-    names = [
-        " ".join([str(d), *(f"{k}={v}" for k, v in e.items())])
-        for d, e in zip(dirs, envs, strict=True)
-    ]
+    compared = builds(args)
     # A new sender for every open-loop request: none meets the rate limit.
     per_run = int(args.rate * args.seconds) + 1
     rate_senders = phones(2 * args.pairs * per_run, seed=2)
     with ExitStack() as stack:
         sides = []
-        for i, (directory, env) in enumerate(zip(dirs, envs, strict=True)):
+        for i, build in enumerate(compared):
             # Each build migrates its own database as it starts.
             url = server.create(f"pair_{SIDES[i].lower()}", migrated=False)
             where = logs / SIDES[i]
             where.mkdir()
-            smsq = str(directory / ".venv" / "bin" / "smsq")
             base, pid = stack.enter_context(
-                served("smsq", url, args.workers, where, env, smsq=smsq)
+                served("smsq", url, args.workers, where, build.env, smsq=build.smsq)
             )
             sides.append(Side(url, base, pid, postmaster(url)))
         senders = senders_file(logs)
@@ -186,7 +225,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                     flush=True,
                 )
     print()
-    print(summary(names, turns))
+    print(summary([b.name for b in compared], turns))
     print()
     print(f"B / A, pair by pair: maximum {ratios(turns, 'rps')}")
     print(f"  CPU per request at the maximum, app: {ratios(turns, 'app_us')}")
@@ -198,19 +237,10 @@ def bench(server: Server, args: Any, logs: Path) -> int:
 
 def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
-    parser.add_argument("--a-dir", help="checkout of build A (default: this one)")
-    parser.add_argument("--b-dir", help="checkout of build B (default: this one)")
-    parser.add_argument("--a-env", default="", help="SMSQ_* settings of A, comma-separated")
-    parser.add_argument("--b-env", default="", help="SMSQ_* settings of B, comma-separated")
-    parser.add_argument("--pairs", type=int, help="pairs of turns (default 6, 2 with --quick)")
-    parser.add_argument(
-        "--seconds", type=float, help="length of each run (default 5, 2 with --quick)"
-    )
+    side_arguments(parser, SECONDS)
     parser.add_argument("--rate", type=float, default=800, help="open-loop requests a second")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="granian workers")
-    args = parser.parse_args()
-    args.pairs = args.pairs or (2 if args.quick else 6)
-    args.seconds = args.seconds or (2 if args.quick else 5)
+    args = parse_sides(parser, SECONDS)
     run("Two builds or settings, side by side", args, bench)
 
 

@@ -24,10 +24,11 @@ import psycopg
 from bench.datagen import copy_messages, message_rows, phones
 from bench.harness import Server, arguments, load_note, postmaster, run, table, tree_cpu_seconds
 from bench.ingest import served
-from bench.pair import HERE, SIDES, settings
+from bench.pair import SIDES, builds, parse_sides, side_arguments
 from bench.query import CONNECTIONS, ONE, SENT, Scenario, scenarios, send_messages
 from bench.wrk import wrk
 
+SECONDS = 4  # a turn's run, without --seconds
 COMPARED = ("from=busiest, first page", "status=processed, first page", ONE)
 
 
@@ -54,10 +55,8 @@ def turn(base: str, pids: tuple[int, int | None], paths: Path, seconds: float) -
 
 
 def bench(server: Server, args: Any, logs: Path) -> int:
-    pairs = args.pairs or (2 if args.quick else 6)
-    seconds = args.seconds or (2 if args.quick else 4)
-    dirs = tuple(Path(d).resolve() if d else HERE for d in (args.a_dir, args.b_dir))
-    envs = (settings(args.a_env), settings(args.b_env))
+    pairs, seconds = args.pairs, args.seconds
+    compared = builds(args)
     url = server.create("query_pair")
     senders = phones(10_000, seed=3)
     copy_messages(url, message_rows(args.rows, senders, seed=3))
@@ -66,11 +65,12 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     database = postmaster(url)
     with ExitStack() as stack:
         sides = []
-        for i, (directory, env) in enumerate(zip(dirs, envs, strict=True)):
+        for i, build in enumerate(compared):
             where = logs / SIDES[i]
             where.mkdir()
-            smsq = str(directory / ".venv" / "bin" / "smsq")
-            sides.append(stack.enter_context(served("smsq", url, 1, where, env, smsq=smsq)))
+            sides.append(
+                stack.enter_context(served("smsq", url, 1, where, build.env, smsq=build.smsq))
+            )
         sent = send_messages(sides[0][0], url, SENT)
         chosen: list[Scenario] = [s for s in scenarios(senders, sent) if s.name in COMPARED]
         files = []
@@ -103,12 +103,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 f"{statistics.median(each):.2f}x",
             ]
         )
-    names = [
-        " ".join([str(d), *(f"{k}={v}" for k, v in e.items())])
-        for d, e in zip(dirs, envs, strict=True)
-    ]
     print()
-    print(f"A: {names[0]}\nB: {names[1]}")
+    print(f"A: {compared[0].name}\nB: {compared[1].name}")
     print(f"{args.rows:,} messages, wrk {CONNECTIONS} connections, {seconds:g} s runs; medians:")
     print(
         table(
@@ -122,14 +118,9 @@ def bench(server: Server, args: Any, logs: Path) -> int:
 
 def main() -> None:
     parser = arguments(__doc__.split("\n")[0])
-    parser.add_argument("--a-dir", help="checkout of build A (default: this one)")
-    parser.add_argument("--b-dir", help="checkout of build B (default: this one)")
-    parser.add_argument("--a-env", default="", help="SMSQ_* settings of A, comma-separated")
-    parser.add_argument("--b-env", default="", help="SMSQ_* settings of B, comma-separated")
-    parser.add_argument("--pairs", type=int, help="pairs of turns (default 6, 2 with --quick)")
-    parser.add_argument("--seconds", type=float, help="length of each run (default 4, 2 quick)")
+    side_arguments(parser, SECONDS)
     parser.add_argument("--rows", type=int, default=100_000, help="messages in the read model")
-    args = parser.parse_args()
+    args = parse_sides(parser, SECONDS)
     run("Query pair: two builds' GET /messages, alternating", args, bench)
 
 
