@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import signal
+from typing import Any, cast
 
 import granian._signals
 from granian._granian import WorkerSignal
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
-from granian.server.mp import MPServer
+from granian.server.mp import MPServer, WorkerProcess
 
 from api.runtime.logs import server_log_config
 from api.runtime.settings import Settings
 from api.runtime.stopping import SIGNALS, Stop
+
+log = logging.getLogger(__name__)
 
 
 class Server(MPServer):
@@ -48,6 +52,11 @@ class Server(MPServer):
             **options,
         )
 
+    def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:
+        worker = super()._spawn_worker(*args, **kwargs)
+        worker.__class__ = _Worker  # not started yet: its watcher is ours
+        return worker
+
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
         self.stop.handle(*args)
 
@@ -59,6 +68,26 @@ class Server(MPServer):
             worker.interrupt_by_parent = True
         self.interrupt_signal = True
         self.main_loop_interrupt.set()
+
+
+class _Worker(WorkerProcess):
+    """A worker whose clean exit, unasked, is a stop rather than a crash.
+
+    A worker ends cleanly only on SIGINT or SIGTERM. One sent to the process
+    group reaches this process and the worker at once, and an idle worker is
+    gone some 10 ms later: when this process is slower to begin its stop (it
+    lost the processor, say), granian counted the exit as a crash and the
+    stop ended with status 1. So a worker that ended cleanly before being
+    asked starts the stop itself, as a signal would; a worker that died
+    (killed, or an error) is still a crash."""
+
+    def _watcher(self) -> None:
+        self.inner.join()
+        if not self.interrupt_by_parent and self.inner.exitcode == 0:
+            log.info("worker-%d stopped on a signal: stopping", self.idx + 1)
+            self.interrupt_by_parent = True
+            cast(Server, self.parent).stop.handle(signal.SIGTERM, None)
+        super()._watcher()  # type: ignore[no-untyped-call]
 
 
 def _set_loop_signals_once(loop: Any) -> Any:
