@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import psutil
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from uuid_utils.compat import uuid4
 
 from migrations import migrate
@@ -85,6 +85,12 @@ class Server:
         if migrated:
             migrate(url)
         return url
+
+    def drop(self, url: str) -> None:
+        name = str(conninfo_to_dict(url)["dbname"])
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        self._made.remove(name)
 
     def drop_all(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
