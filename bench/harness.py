@@ -197,6 +197,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def disk_read() -> int:
+    """Bytes this machine has read from its disks since it started."""
+    counters = psutil.disk_io_counters()
+    return 0 if counters is None else int(counters.read_bytes)
+
+
 def postmaster(url: str) -> int | None:
     """The PostgreSQL server's main process, when it runs on this machine."""
     with psycopg.connect(url, autocommit=True) as conn:

@@ -32,6 +32,7 @@ from bench.datagen import phones
 from bench.harness import (
     Server,
     arguments,
+    disk_read,
     load_note,
     port,
     postmaster,
@@ -97,12 +98,29 @@ def served(
         yield base, proc.pid
 
 
+@contextmanager
+def control(server: Server, workers: int, logs: Path, name: str) -> Iterator[tuple[str, int, str]]:
+    """A fresh `smsq serve` on an empty database of its own, dropped afterwards: run
+    beside a measurement, its rate says how fast the machine was just then.
+    Yields its base URL, pid and database URL; it keeps its files under `logs/name`."""
+    url = server.create(name)
+    directory = logs / name
+    directory.mkdir()
+    try:
+        with served("smsq", url, workers, directory) as (base, pid):
+            yield base, pid, url
+    finally:
+        server.drop(url)
+
+
 class Maximum(NamedTuple):
     run: Run
     app_cpu: float
     """CPU seconds the server's processes used during the run."""
     db_cpu: float | None
     """CPU seconds PostgreSQL's processes used (None: the server is not on this machine)."""
+    disk_read: int
+    """Bytes the machine read from its disks during the run."""
 
     def per_request(self, cpu: float | None) -> str:
         return "n/a" if cpu is None else f"{cpu / self.run.requests * 1e6:,.0f}"
@@ -138,6 +156,7 @@ def maximum(
     server, database = pids
     sampler = profile.record(server, seconds, spy) if spy else None
     app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
+    read = disk_read()
     try:
         run = wrk(
             base,
@@ -151,7 +170,7 @@ def maximum(
             sampler.wait()
     app = tree_cpu_seconds(server) - app
     db = tree_cpu_seconds(database) - db if database and db is not None else None
-    return Maximum(run, app, db), offset + run.requests + SKIP
+    return Maximum(run, app, db, disk_read() - read), offset + run.requests + SKIP
 
 
 class Watch:

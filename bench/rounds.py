@@ -45,7 +45,7 @@ from bench.harness import (
     tree_cpu_seconds,
     verdict,
 )
-from bench.ingest import CONNECTIONS, DEFAULT_WORKERS, SKIP, senders_file, served
+from bench.ingest import CONNECTIONS, DEFAULT_WORKERS, SKIP, control, senders_file, served
 from bench.wrk import Run, wrk
 
 # The tables whose size grows with the messages stored (or, for the write-side
@@ -124,16 +124,11 @@ class Round(NamedTuple):
     load: float
 
 
-def control(server: Server, args: Any, logs: Path, senders: Path, n: int) -> float:
+def control_rate(server: Server, args: Any, logs: Path, senders: Path, n: int) -> float:
     """The rate of a fresh server on an empty database, warmed first."""
-    url = server.create(f"rounds_control_{n}")
-    directory = logs / f"control-{n}"
-    directory.mkdir()
-    with served("smsq", url, args.workers, directory) as (base, _):
+    with control(server, args.workers, logs, f"control_{n}") as (base, _, _):
         warmed = post(base, senders, 0, args.warm)
-        rate = post(base, senders, warmed.requests + SKIP, args.seconds).rps
-    server.drop(url)
-    return rate
+        return post(base, senders, warmed.requests + SKIP, args.seconds).rps
 
 
 def post(base: str, senders: Path, offset: int, seconds: float) -> Run:
@@ -180,7 +175,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             rounds.append(
                 Round(
                     rps=run.rps,
-                    control_rps=control(server, args, logs, senders, n),
+                    control_rps=control_rate(server, args, logs, senders, n),
                     requests=run.requests,
                     not_201=run.describe_unexpected(201),
                     p99_ms=run.p99_ms,
