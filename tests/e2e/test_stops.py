@@ -16,8 +16,10 @@ import os
 import signal
 import socket
 import statistics
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -130,6 +132,20 @@ def alive(pid: int) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def serving(
+    host: str, env: dict[str, str], log: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`smsq serve` on a free port of `host`, with the stop's grace period of
+    these tests, once it answers; yields the process and its URL."""
+    port = free_port(host)
+    url = f"http://{host}:{port}"
+    args = ["serve", "--host", host, "--port", str(port), "--stop-grace", str(GRACE)]
+    with smsq_process(args, env, log) as proc:
+        wait_ready(url, proc, log, timeout=120)
+        yield proc, url
+
+
 def run_cycle(cycle: Cycle, env: dict[str, str], workdir: Path) -> Outcome:
     # A loopback address of the cycle's own: cycles run side by side, and a
     # port is only free until a server binds it. Once in CI a cycle's server
@@ -138,12 +154,8 @@ def run_cycle(cycle: Cycle, env: dict[str, str], workdir: Path) -> Outcome:
     # one port, the second server could not bind it and was exiting while
     # the first answered its /readyz.
     host = f"127.0.0.{10 + cycle.number % 240}"
-    port = free_port(host)
-    url = f"http://{host}:{port}"
     log = workdir / f"cycle-{cycle.number}.log"
-    args = ["serve", "--host", host, "--port", str(port), "--stop-grace", str(GRACE)]
-    with smsq_process(args, env, log) as proc:
-        wait_ready(url, proc, log, timeout=120)
+    with serving(host, env, log) as (proc, url):
         postmaster = postmaster_pid(env)
         load, asked = None, None
         if cycle.loaded:
@@ -265,13 +277,8 @@ def test_stops_of_smsq_worker_end_within_the_grace_period(
 
 def stop_one_worker(signum: signal.Signals, env: dict[str, str], workdir: Path) -> Outcome:
     """Serve, then send `signum` to the server's worker process alone."""
-    host = "127.0.0.9"
-    port = free_port(host)
-    url = f"http://{host}:{port}"
     log = workdir / f"worker-{signum.name}.log"
-    args = ["serve", "--host", host, "--port", str(port), "--stop-grace", str(GRACE)]
-    with smsq_process(args, env, log) as proc:
-        wait_ready(url, proc, log, timeout=120)
+    with serving("127.0.0.9", env, log) as (proc, _):
         [worker] = psutil.Process(proc.pid).children()
         worker.send_signal(signum)
         signalled = time.monotonic()
