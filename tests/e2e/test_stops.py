@@ -16,10 +16,8 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,12 +27,13 @@ import psutil
 
 from api.runtime.stopping import FORCED
 from tests.support.phones import random_phone
-from tests.support.servers import free_port, local_client, smsq_process, wait_ready
+from tests.support.servers import local_client, server, smsq_process
 
 CYCLES = int(os.environ.get("STOP_CYCLES", "12"))
 EMBEDDED_CYCLES = int(os.environ.get("STOP_CYCLES_EMBEDDED", "3"))
 WORKER_CYCLES = 4
 GRACE = 10.0
+GRACE_ARGS = ("--stop-grace", str(GRACE))
 PARALLEL = 4
 # Requests answered under load before the signals are sent.
 LOAD_BEFORE_STOP = 20
@@ -132,20 +131,6 @@ def alive(pid: int) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def serving(
-    host: str, env: dict[str, str], log: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`smsq serve` on a free port of `host`, with the stop's grace period of
-    these tests, once it answers; yields the process and its URL."""
-    port = free_port(host)
-    url = f"http://{host}:{port}"
-    args = ["serve", "--host", host, "--port", str(port), "--stop-grace", str(GRACE)]
-    with smsq_process(args, env, log) as proc:
-        wait_ready(url, proc, log, timeout=120)
-        yield proc, url
-
-
 def run_cycle(cycle: Cycle, env: dict[str, str], workdir: Path) -> Outcome:
     # A loopback address of the cycle's own: cycles run side by side, and a
     # port is only free until a server binds it. Once in CI a cycle's server
@@ -155,7 +140,8 @@ def run_cycle(cycle: Cycle, env: dict[str, str], workdir: Path) -> Outcome:
     # the first answered its /readyz.
     host = f"127.0.0.{10 + cycle.number % 240}"
     log = workdir / f"cycle-{cycle.number}.log"
-    with serving(host, env, log) as (proc, url):
+    with server(env, log, 120, host=host, args=GRACE_ARGS) as served:
+        proc, url = served.proc, served.url
         postmaster = postmaster_pid(env)
         load, asked = None, None
         if cycle.loaded:
@@ -242,7 +228,7 @@ def test_stops_of_smsq_serve_with_the_embedded_server_end_and_stop_it(
 
 def run_worker_cycle(cycle: Cycle, env: dict[str, str], workdir: Path) -> Outcome:
     log = workdir / f"worker-{cycle.number}.log"
-    with smsq_process(["worker", "--stop-grace", str(GRACE)], env, log) as proc:
+    with smsq_process(["worker", *GRACE_ARGS], env, log) as proc:
         deadline = time.monotonic() + 60
         while b"worker running" not in log.read_bytes():
             assert proc.poll() is None, log.read_text()
@@ -278,7 +264,8 @@ def test_stops_of_smsq_worker_end_within_the_grace_period(
 def stop_one_worker(signum: signal.Signals, env: dict[str, str], workdir: Path) -> Outcome:
     """Serve, then send `signum` to the server's worker process alone."""
     log = workdir / f"worker-{signum.name}.log"
-    with serving("127.0.0.9", env, log) as (proc, _):
+    with server(env, log, 120, host="127.0.0.9", args=GRACE_ARGS) as served:
+        proc = served.proc
         [worker] = psutil.Process(proc.pid).children()
         worker.send_signal(signum)
         signalled = time.monotonic()
