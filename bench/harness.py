@@ -87,18 +87,18 @@ class Server:
         return url
 
     def drop(self, url: str) -> None:
-        name = str(conninfo_to_dict(url)["dbname"])
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        self._made.remove(name)
+        self._drop([str(conninfo_to_dict(url)["dbname"])])
 
     def drop_all(self) -> None:
+        self._drop(list(self._made))
+
+    def _drop(self, names: list[str]) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            for name in self._made:
+            for name in names:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
-        self._made.clear()
+                self._made.remove(name)
 
     def describe(self) -> str:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

@@ -15,7 +15,7 @@ the totals of `pg_stat_user_tables` for those tables.
 The machine's speed drifts by 10-20 % from one minute to the next (other
 work, the kernel's memory management), as much as the goal allows. So after
 each round, and its folding, a control runs: a fresh server on an empty
-database, warmed and measured as `bench.ingest` does. Its rate says how fast
+database, warmed 2 s and measured as long as a round. Its rate says how fast
 the machine was just then, and the round's rate over the control's is the
 round's speed with the drift taken out.
 
