@@ -168,17 +168,21 @@ def http_rates(
     run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
     if sampler is not None:
         sampler.wait()
+    return run, half_load(listen, paths, run.rps / 2, seconds)
+
+
+def half_load(listen: int, paths: list[str], rate: float, seconds: float) -> openloop.Result:
+    """GET /messages through `paths` in turn at `rate` a second, in an open loop."""
     requests = [openloop.get(p) for p in paths]
-    half = asyncio.run(
+    return asyncio.run(
         openloop.run(
             "127.0.0.1",
             listen,
-            rate=run.rps / 2,
+            rate=rate,
             seconds=seconds,
             build=lambda i: requests[i % len(requests)],
         )
     )
-    return run, half
 
 
 def bench(server: Server, args: Any, logs: Path) -> int:
