@@ -37,11 +37,17 @@ processed AS MATERIALIZED (
            cardinality(%(bounds)s::float8[])
            - width_bucket(-s.seconds, %(negated)s::float8[]) AS bucket
     FROM batch AS p
-    -- Each message's SmsReceived is one probe of the stream's index (OFFSET 0
-    -- keeps it one): as a join, a generic plan that cannot know how short the
-    -- range is could hash the whole log instead.
+    -- A message's SmsReceived is mostly in the same range: found there by one
+    -- hash join. Else it is one probe of the stream's index (OFFSET 0 keeps it
+    -- one): as a join, a generic plan that cannot know how short the range is
+    -- could hash the whole log instead. (COALESCE runs the probe only when
+    -- the range had no SmsReceived for the stream.)
+    LEFT JOIN batch AS here ON here.stream_id = p.stream_id AND here.type = {received}
     CROSS JOIN LATERAL (
-        SELECT data FROM {events} WHERE stream_id = p.stream_id AND version = 1 OFFSET 0
+        SELECT coalesce(here.data, (
+            SELECT data FROM {events} WHERE stream_id = p.stream_id AND version = 1 OFFSET 0
+        )) AS data
+        OFFSET 0  -- once a message: pulled up, the probe would run for each use of r
     ) AS r
     CROSS JOIN LATERAL (
         SELECT extract(epoch FROM (p.data->>'processed_at')::timestamptz
