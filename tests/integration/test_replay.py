@@ -12,9 +12,11 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from projections.catalog import read_models
+from projections.log import Checkpoint, range_params
 from projections.messages import MessagesProjector, list_messages
 from projections.replay import events_to_replay, replay
 from projections.runner import catch_up, checkpoint_of
+from tests.support.plans import nodes
 from tests.support.postgres import Databases
 from tests.support.seed import seed_messages
 
@@ -118,6 +120,56 @@ async def test_one_pass_over_the_log_rebuilds_every_model_as_each_alone_and_swap
         " OR tablename LIKE '%%\\_\\_retired'"
     )
     assert await cur.fetchall() == []
+
+
+class Explained:
+    """A model that explains each chunk's fold on the replay's own connection
+    before running it: the plan as the replay's session makes it."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.name, self.tables = model, model.name, model.tables
+        self.plans: list[dict[str, Any]] = []
+        self.ranges: list[tuple[Checkpoint, Checkpoint]] = []
+
+    async def explain(
+        self, conn: psycopg.AsyncConnection[Any], tables: Any, lo: Checkpoint, hi: Checkpoint
+    ) -> dict[str, Any]:
+        statement = b"EXPLAIN (FORMAT JSON) " + self.model.statement(tables).as_bytes(conn)
+        cur = await conn.execute(statement, {**range_params(lo, hi), **self.model.params})
+        row = await cur.fetchone()
+        assert row is not None
+        return dict(row[0][0]["Plan"])
+
+    async def rebuild(self, conn: Any, tables: Any, lo: Checkpoint, hi: Checkpoint) -> None:
+        self.plans.append(await self.explain(conn, tables, lo, hi))
+        self.ranges.append((lo, hi))
+        await self.model.rebuild(conn, tables, lo, hi)
+
+
+def reads_of_the_log(plan: dict[str, Any]) -> set[str]:
+    return {n["Node Type"] for n in nodes(plan) if n.get("Relation Name") == "events"}
+
+
+async def test_a_chunk_is_read_in_the_heaps_order_however_wrong_the_planners_guess(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    # The seeded log is one transaction: by tx_id's statistics, which are all
+    # the planner has for a range of the log, any range holds all of it.
+    await conn.execute("ANALYZE events")
+    models = [Explained(model) for model in read_models().values()]
+
+    await replay(conn, *models, chunk=700)
+
+    for model in models:
+        assert len(model.plans) > 10
+        for plan in model.plans:
+            assert reads_of_the_log(plan) == {"Bitmap Heap Scan"}, (model.name, plan)
+        # Outside the folds the planner is left alone (a range's end is found
+        # by the index's order), and on its own it reads a chunk another way:
+        # the whole log, or the index's order (on this small log).
+        lo, hi = model.ranges[len(model.ranges) // 2]
+        alone = await model.explain(conn, {t: t for t in model.tables}, lo, hi)
+        assert reads_of_the_log(alone) & {"Seq Scan", "Index Scan"}, (model.name, alone)
 
 
 class Held:
