@@ -250,8 +250,8 @@ def explain_chunk(url: str) -> str:
     """The fold's plan and timings for the log's first chunk, into a scratch shadow table."""
     from psycopg import sql
 
-    from projections.log import IN_RANGE, START
-    from projections.messages import _FOLD
+    from projections.log import START, Checkpoint, range_params
+    from projections.messages import FOLD
 
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
@@ -263,15 +263,10 @@ def explain_chunk(url: str) -> str:
         conn.execute("SET synchronous_commit = off")
         conn.execute("CREATE TABLE explain_target (LIKE sms_messages INCLUDING DEFAULTS)")
         conn.execute("ALTER TABLE explain_target ADD PRIMARY KEY (id)")
-        statement = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) " + _FOLD).format(
-            table=sql.Identifier("explain_target"), in_range=sql.SQL(IN_RANGE)
+        statement = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + FOLD.statement(
+            {"sms_messages": "explain_target"}
         )
-        params = {
-            "lo_tx": START.tx_id,
-            "lo_pos": START.position,
-            "hi_tx": int(row[0]),
-            "hi_pos": row[1],
-        }
+        params = range_params(START, Checkpoint(int(row[0]), row[1]))
         return "\n".join(r[0] for r in conn.execute(statement, params))
 
 
