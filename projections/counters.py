@@ -36,16 +36,23 @@ processed AS MATERIALIZED (
     SELECT s.seconds,
            cardinality(%(bounds)s::float8[])
            - width_bucket(-s.seconds, %(negated)s::float8[]) AS bucket
-    FROM batch AS p
-    -- A message's SmsReceived is mostly in the same range: found there by one
-    -- hash join. Else it is one probe of the stream's index (OFFSET 0 keeps it
-    -- one): as a join, a generic plan that cannot know how short the range is
-    -- could hash the whole log instead. (COALESCE runs the probe only when
-    -- the range had no SmsReceived for the stream.)
-    LEFT JOIN batch AS here ON here.stream_id = p.stream_id AND here.type = {received}
+    -- Each message in the range once, with its SmsReceived if the range holds
+    -- it (mostly) and its SmsProcessed events: a grouping, whose cost no
+    -- misjudged range size can make quadratic as a join's could.
+    FROM (
+        SELECT stream_id,
+               (array_agg(data) FILTER (WHERE type = {received}))[1] AS received,
+               array_agg(data) FILTER (WHERE type = {processed}) AS processed
+        FROM batch GROUP BY stream_id
+    ) AS m
+    CROSS JOIN LATERAL unnest(m.processed) AS p (data)
+    -- Else the SmsReceived is one probe of the stream's index (OFFSET 0 keeps
+    -- it one): as a join, a generic plan that cannot know how short the range
+    -- is could hash the whole log instead. (COALESCE runs the probe only when
+    -- the range had none.)
     CROSS JOIN LATERAL (
-        SELECT coalesce(here.data, (
-            SELECT data FROM {events} WHERE stream_id = p.stream_id AND version = 1 OFFSET 0
+        SELECT coalesce(m.received, (
+            SELECT data FROM {events} WHERE stream_id = m.stream_id AND version = 1 OFFSET 0
         )) AS data
         OFFSET 0  -- once a message: pulled up, the probe would run for each use of r
     ) AS r
@@ -53,7 +60,6 @@ processed AS MATERIALIZED (
         SELECT extract(epoch FROM (p.data->>'processed_at')::timestamptz
                                 - (r.data->>'received_at')::timestamptz)::float8 AS seconds
     ) AS s
-    WHERE p.type = {processed}
 ),
 buckets AS (
     SELECT array_agg(coalesce(c.n, 0) ORDER BY i) AS counts
