@@ -13,11 +13,11 @@ from uuid_utils.compat import uuid7
 
 from commands.event_store import Append, append
 from domain.events import EventMetadata, SmsProcessed, SmsReceived, stream_of
-from projections.counters import BUCKETS, Counters, CountersProjector, read_counters
-from projections.log import START, next_range, range_params
+from projections.counters import BUCKETS, TABLE, Counters, CountersProjector, read_counters
+from projections.log import START, next_range
 from projections.replay import replay
 from projections.runner import catch_up
-from tests.support.plans import nodes
+from tests.support.plans import fold_plan, nodes
 from tests.support.postgres import Databases
 from tests.support.seed import seed_messages
 
@@ -109,17 +109,10 @@ async def test_the_fold_never_joins_the_range_with_itself(
     24. Here the planner may join only by nested loops, as it chose then."""
     found = await next_range(conn, START, 2000)
     assert found is not None
-    fold = CountersProjector()
-    statement = fold.statement({"message_counters": "message_counters"}).as_bytes(conn)
     async with conn.transaction(force_rollback=True):
         await conn.execute("SET LOCAL enable_hashjoin = off")
         await conn.execute("SET LOCAL enable_mergejoin = off")
-        cur = await conn.execute(
-            b"EXPLAIN (FORMAT JSON) " + statement, {**range_params(START, found[0]), **fold.params}
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    plan = row[0][0]["Plan"]
+        plan = await fold_plan(conn, CountersProjector(), {TABLE: TABLE}, START, found[0])
     assert scans_the_range(plan)
     for join in (n for n in nodes(plan) if n["Node Type"] in JOINS):
         sides = [c for c in join.get("Plans", []) if c.get("Parent Relationship") != "SubPlan"]

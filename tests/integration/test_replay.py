@@ -12,11 +12,11 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from projections.catalog import read_models
-from projections.log import Checkpoint, range_params
+from projections.log import Checkpoint
 from projections.messages import MessagesProjector, list_messages
 from projections.replay import events_to_replay, replay
 from projections.runner import catch_up, checkpoint_of
-from tests.support.plans import nodes
+from tests.support.plans import fold_plan, nodes
 from tests.support.postgres import Databases
 from tests.support.seed import seed_messages
 
@@ -131,17 +131,8 @@ class Explained:
         self.plans: list[dict[str, Any]] = []
         self.ranges: list[tuple[Checkpoint, Checkpoint]] = []
 
-    async def explain(
-        self, conn: psycopg.AsyncConnection[Any], tables: Any, lo: Checkpoint, hi: Checkpoint
-    ) -> dict[str, Any]:
-        statement = b"EXPLAIN (FORMAT JSON) " + self.model.statement(tables).as_bytes(conn)
-        cur = await conn.execute(statement, {**range_params(lo, hi), **self.model.params})
-        row = await cur.fetchone()
-        assert row is not None
-        return dict(row[0][0]["Plan"])
-
     async def rebuild(self, conn: Any, tables: Any, lo: Checkpoint, hi: Checkpoint) -> None:
-        self.plans.append(await self.explain(conn, tables, lo, hi))
+        self.plans.append(await fold_plan(conn, self.model, tables, lo, hi))
         self.ranges.append((lo, hi))
         await self.model.rebuild(conn, tables, lo, hi)
 
@@ -168,7 +159,7 @@ async def test_a_chunk_is_read_in_the_heaps_order_however_wrong_the_planners_gue
         # by the index's order), and on its own it reads a chunk another way:
         # the whole log, or the index's order (on this small log).
         lo, hi = model.ranges[len(model.ranges) // 2]
-        alone = await model.explain(conn, {t: t for t in model.tables}, lo, hi)
+        alone = await fold_plan(conn, model.model, {t: t for t in model.tables}, lo, hi)
         assert reads_of_the_log(alone) & {"Seq Scan", "Index Scan"}, (model.name, alone)
 
 

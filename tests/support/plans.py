@@ -21,6 +21,9 @@ from psycopg import pq, sql
 from psycopg._queries import PostgresQuery  # how psycopg itself turns %s into $n
 from psycopg.adapt import Transformer
 
+from projections.fold import SqlFold
+from projections.log import Checkpoint, range_params
+
 Statement = str | bytes | sql.Composable
 
 _NAME = b"plan_under_test"
@@ -84,6 +87,22 @@ def custom_plan(
     assert row is not None
     document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
     return dict(document[0]["Plan"])
+
+
+async def fold_plan(
+    conn: psycopg.AsyncConnection[Any],
+    fold: SqlFold,
+    tables: Mapping[str, str],
+    lo: Checkpoint,
+    hi: Checkpoint,
+) -> dict[str, Any]:
+    """The plan of `fold`'s statement for the range (lo, hi], folding into
+    `tables`, made for these values by this connection as its settings stand."""
+    statement = b"EXPLAIN (FORMAT JSON) " + fold.statement(tables).as_bytes(conn)
+    cur = await conn.execute(statement, {**range_params(lo, hi), **fold.params})
+    row = await cur.fetchone()
+    assert row is not None
+    return dict(row[0][0]["Plan"])
 
 
 def _ordered(conn: psycopg.Connection[Any], statement: Statement, params: Any) -> list[Any]:
