@@ -3,8 +3,9 @@
 Readers keep the live table until the swap, which renames the tables and
 moves the checkpoint in one short transaction. The rebuild runs the
 projector's own fold over large chunks of the log, without secondary
-indexes (built after the load) and without waiting for each commit to
-reach disk (a rebuild can simply be redone).
+indexes (built after the load), without waiting for each commit to
+reach disk (a rebuild can simply be redone) and without autovacuum (each
+table is vacuumed once, when full).
 """
 
 from __future__ import annotations
