@@ -101,7 +101,7 @@ class LogFeed:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True
+                    self._url, autocommit=True, fallback_application_name="smsq-feed"
                 ) as conn:
                     if not self._started.is_set():
                         cur = await conn.execute(_END)

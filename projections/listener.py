@@ -39,7 +39,9 @@ class Listener:
         """Listen until cancelled, reconnecting after a failure."""
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, fallback_application_name="smsq-listener"
+                )
                 async with conn:
                     for channel in self._handlers:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

@@ -241,7 +241,7 @@ class ProjectionRunner:
             self._url,
             min_size=1,
             max_size=len(self._projectors),
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "fallback_application_name": "smsq-projections"},
             name="projections",
             open=False,
         )

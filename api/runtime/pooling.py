@@ -43,6 +43,9 @@ def open_pool(url: str, settings: Settings, *, name: str) -> AsyncConnectionPool
         check=check_if_disturbed,
         kwargs={
             "autocommit": True,
+            # Each role's connections are named in pg_stat_activity, unless
+            # the URL or PGAPPNAME names them.
+            "fallback_application_name": f"smsq-{name}",
             # A transaction left open anywhere holds every projector back
             # (readers stay below the oldest one in flight): cut it off. And
             # no statement of a request may hold a connection without end.
