@@ -17,10 +17,10 @@ At each size:
 3. `smsq serve` runs on it: GET /messages as `bench.query` measures it
    (from=busiest sender and status=processed, first page and page 1000:
    p99 in an open loop at half the maximum, the median of three runs),
-   then POST /messages at its
-   maximum as `bench.ingest` measures it (wrk, short run), and the
-   projectors fold what it wrote; then the same maximum of a fresh server on
-   an empty database (a control: the machine's speed just then);
+   then POST /messages at its maximum as `bench.ingest` measures it (wrk,
+   short runs), each run followed by the same maximum of a fresh server on an
+   empty database (a control: the machine's speed just then), PAIRS times;
+   the projectors fold what each run wrote before the next one starts;
 4. the disk each table and its indexes take, per message stored.
 
 The history loaded by COPY is not verifiable: the hash-chain trigger costs
@@ -70,7 +70,7 @@ from bench.harness import (
     table,
     verdict,
 )
-from bench.ingest import DEFAULT_WORKERS, control, maximum, served
+from bench.ingest import DEFAULT_WORKERS, Maximum, control, maximum, served
 from bench.query import half_load, http_rates, scenarios
 from bench.rounds import drained
 from domain.events import Event, EventMetadata, MediaAttached, SmsProcessed, SmsReceived
@@ -83,6 +83,9 @@ MEDIA = 0.05  # share of messages with an image attached
 PER_TRANSACTION = 200_000  # events per loading transaction
 TOLERANCE = 0.20
 HALF_RUNS = 3  # open-loop runs a query's p99 is the median of
+# Ingest runs at a size, each paired with a control run right after it: the
+# machine's speed drifts by 20 % and more within minutes.
+PAIRS = 3
 REPLAY_SECONDS = 30.0  # replays at a size are repeated until they have taken this long
 DOCS = Path(__file__).parent.parent / "docs"
 RESULTS = Path(__file__).parent / "results"
@@ -293,6 +296,7 @@ def measure_queries(listen: int, senders: list[str], seconds: float, logs: Path)
         if name not in QUERIES:
             continue
         print(f"  query {name} ({load_note()})", flush=True)
+        read = disk_read()
         run, half = http_rates(listen, paths, seconds, logs)
         # One stall (a checkpoint, autovacuum, the machine) decides the p99 of
         # a short run: the median of HALF_RUNS runs at the same rate is read.
@@ -306,6 +310,8 @@ def measure_queries(listen: int, senders: list[str], seconds: float, logs: Path)
             "p99_ms": statistics.median(p99s),
             "p99_runs_ms": p99s,
             "not_200": run.unexpected(200) + sum(h.sent - h.statuses.get(200, 0) for h in halves),
+            # What the page cache did not hold of the pages the queries read.
+            "disk_read_bytes": disk_read() - read,
         }
     return results
 
@@ -356,45 +362,41 @@ def step(
     messages = stored(url)
     events_total = replays["events"]
     database = postmaster(url)
-    with served("smsq", url, args.workers, logs) as (base, pid):
+    # The machine's speed drifts over the hour the sizes take, and within
+    # minutes: a fresh server on an empty database, measured the same way right
+    # after each run, says how fast it was just then. Idle, it costs nothing.
+    with (
+        served("smsq", url, args.workers, logs) as (base, pid),
+        control(server, args.workers, logs, f"control_{n}") as (c_base, c_pid, empty),
+    ):
         load = os.getloadavg()[0]
         started = time.perf_counter()
         listen = int(base.rsplit(":", 1)[1])
         queries = measure_queries(listen, senders, args.query_seconds, logs)
         timings["query"] = time.perf_counter() - started
-        print(f"  ingest maximum ({load_note()})", flush=True)
         started = time.perf_counter()
-        measured, offset = maximum(
-            base, (senders_file, offset), args.ingest_seconds, 2, (pid, database), url
-        )
-        # At 10,000,000 messages, on a busy machine, folding a maximum run can take minutes.
-        drain = drained(url, timeout=1800)
+        pairs: list[tuple[Maximum, Maximum]] = []
+        drains = []
+        c_offset, c_database = 0, postmaster(empty)
+        for i in range(1, PAIRS + 1):
+            print(f"  ingest maximum, then its control, {i} of {PAIRS} ({load_note()})", flush=True)
+            measured, offset = maximum(
+                base, (senders_file, offset), args.ingest_seconds, 2, (pid, database), url
+            )
+            # At 10,000,000 messages, on a busy machine, folding a maximum run can take minutes.
+            drains.append(drained(url, timeout=1800))
+            beside, c_offset = maximum(
+                c_base, (senders_file, c_offset), args.ingest_seconds, 2, (c_pid, c_database), empty
+            )
+            drained(empty, timeout=600)
+            pairs.append((measured, beside))
         timings["ingest"] = time.perf_counter() - started
-    # The machine's speed drifts over the hour the sizes take: a fresh server on
-    # an empty database, measured the same way right after, says how fast it was.
-    print(f"  control: ingest maximum on an empty database ({load_note()})", flush=True)
-    with control(server, args.workers, logs, f"control_{n}") as (base, pid, empty):
-        beside, _ = maximum(
-            base, (senders_file, 0), args.ingest_seconds, 2, (pid, postmaster(empty)), empty
-        )
     sizes = disk(url)
     after = stored(url)
     figures = {
         "messages": messages,
         "events": events_total,
-        "ingest": {
-            "rps": measured.run.rps,
-            "p99_ms": measured.run.p99_ms,
-            "not_201": measured.run.unexpected(201),
-            "app_cpu_us": measured.app_cpu / measured.run.requests * 1e6,
-            "db_cpu_us": None
-            if measured.db_cpu is None
-            else measured.db_cpu / measured.run.requests * 1e6,
-            "fold_s": drain,
-            "control_rps": beside.run.rps,
-            # What the page cache did not hold of the pages the inserts touched.
-            "disk_read_bytes": measured.disk_read,
-        },
+        "ingest": ingest_figures(pairs, drains),
         "queries": queries,
         "replay": replays,
         "disk": {"messages": after, "relations": sizes, "groups": grouped(sizes)},
@@ -405,6 +407,29 @@ def step(
         "load_average": load,
     }
     return figures, offset
+
+
+def ingest_figures(pairs: list[tuple[Maximum, Maximum]], drains: list[float]) -> dict[str, Any]:
+    """The medians of the runs at a size and of their controls; CPU per request
+    over all of them; the ratio of each run to its control, whose median is the
+    size's speed."""
+    runs = [m for m, _ in pairs]
+    requests = sum(m.run.requests for m in runs)
+    db_cpu = [m.db_cpu for m in runs]
+    return {
+        "rps": statistics.median(m.run.rps for m in runs),
+        "p99_ms": statistics.median(m.run.p99_ms for m in runs),
+        "not_201": sum(m.run.unexpected(201) for m in runs),
+        "app_cpu_us": sum(m.app_cpu for m in runs) / requests * 1e6,
+        "db_cpu_us": None
+        if None in db_cpu
+        else sum(c for c in db_cpu if c is not None) / requests * 1e6,
+        "fold_s": max(drains),
+        "control_rps": statistics.median(c.run.rps for _, c in pairs),
+        "pairs": [{"rps": m.run.rps, "control_rps": c.run.rps} for m, c in pairs],
+        # What the page cache did not hold of the pages the inserts touched.
+        "disk_read_bytes": sum(m.disk_read for m in runs),
+    }
 
 
 def report(points: list[dict[str, Any]]) -> None:
@@ -498,8 +523,9 @@ def report(points: list[dict[str, Any]]) -> None:
 
 
 def speed(point: dict[str, Any]) -> float:
-    """The ingest maximum at a size over its control's: the machine's drift taken out."""
-    return float(point["ingest"]["rps"] / point["ingest"]["control_rps"])
+    """The ingest maximum at a size over its controls': the machine's drift taken
+    out, run by run (the median of each run over the control right after it)."""
+    return float(statistics.median(p["rps"] / p["control_rps"] for p in point["ingest"]["pairs"]))
 
 
 def goals(points: list[dict[str, Any]]) -> list[list[str]]:
@@ -616,6 +642,9 @@ def bench(server: Server, args: Any) -> int:
     picture = args.out / f"{args.name}.png"
     plot(points, picture)
     print(f"figures: {data}; plot: {picture}")
+    if args.keep:
+        server.keep(url)
+        print(f"the grown database is kept: {url}")
     print(f"median step time per 1,000 messages loaded: {per_thousand(points):.2f} s")
     print(f"after the run: {load_note()}")
     return 0
@@ -644,7 +673,15 @@ def main() -> None:
         help="where the JSON and the PNG go (default docs/ for the default sizes,"
         " bench/results/ otherwise)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the grown database, to look into afterwards (with --database-url:"
+        " an embedded server goes with its temporary directory)",
+    )
     args = parser.parse_args()
+    if args.keep and not args.database_url:
+        parser.error("--keep needs --database-url")
     full = args.sizes is None and not args.quick
     args.sizes = args.sizes or list(QUICK_SIZES if args.quick else SIZES)
     if args.sizes != sorted(args.sizes):

@@ -89,6 +89,10 @@ class Server:
     def drop(self, url: str) -> None:
         self._drop([str(conninfo_to_dict(url)["dbname"])])
 
+    def keep(self, url: str) -> None:
+        """Leave the database behind: `drop_all` passes it by."""
+        self._made.remove(str(conninfo_to_dict(url)["dbname"]))
+
     def drop_all(self) -> None:
         self._drop(list(self._made))
 
