@@ -362,13 +362,7 @@ def step(
     messages = stored(url)
     events_total = replays["events"]
     database = postmaster(url)
-    # The machine's speed drifts over the hour the sizes take, and within
-    # minutes: a fresh server on an empty database, measured the same way right
-    # after each run, says how fast it was just then. Idle, it costs nothing.
-    with (
-        served("smsq", url, args.workers, logs) as (base, pid),
-        control(server, args.workers, logs, f"control_{n}") as (c_base, c_pid, empty),
-    ):
+    with served("smsq", url, args.workers, logs) as (base, pid):
         load = os.getloadavg()[0]
         started = time.perf_counter()
         listen = int(base.rsplit(":", 1)[1])
@@ -377,19 +371,33 @@ def step(
         started = time.perf_counter()
         pairs: list[tuple[Maximum, Maximum]] = []
         drains = []
-        c_offset, c_database = 0, postmaster(empty)
-        for i in range(1, PAIRS + 1):
-            print(f"  ingest maximum, then its control, {i} of {PAIRS} ({load_note()})", flush=True)
-            measured, offset = maximum(
-                base, (senders_file, offset), args.ingest_seconds, 2, (pid, database), url
-            )
-            # At 10,000,000 messages, on a busy machine, folding a maximum run can take minutes.
-            drains.append(drained(url, timeout=1800))
-            beside, c_offset = maximum(
-                c_base, (senders_file, c_offset), args.ingest_seconds, 2, (c_pid, c_database), empty
-            )
-            drained(empty, timeout=600)
-            pairs.append((measured, beside))
+        # The machine's speed drifts over the hour the sizes take, and within
+        # minutes: a fresh server on an empty database, measured the same way
+        # right after each run, says how fast it was just then. It starts after
+        # the queries, which have the machine to themselves.
+        with control(server, args.workers, logs, f"control_{n}") as (c_base, c_pid, empty):
+            c_offset, c_database = 0, postmaster(empty)
+            for i in range(1, PAIRS + 1):
+                print(
+                    f"  ingest maximum, then its control, {i} of {PAIRS} ({load_note()})",
+                    flush=True,
+                )
+                measured, offset = maximum(
+                    base, (senders_file, offset), args.ingest_seconds, 2, (pid, database), url
+                )
+                # At 10,000,000 messages, on a busy machine, folding a maximum run
+                # can take minutes.
+                drains.append(drained(url, timeout=1800))
+                beside, c_offset = maximum(
+                    c_base,
+                    (senders_file, c_offset),
+                    args.ingest_seconds,
+                    2,
+                    (c_pid, c_database),
+                    empty,
+                )
+                drained(empty, timeout=600)
+                pairs.append((measured, beside))
         timings["ingest"] = time.perf_counter() - started
     sizes = disk(url)
     after = stored(url)
