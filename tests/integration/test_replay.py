@@ -148,7 +148,9 @@ async def test_every_page_of_a_replayed_model_is_all_visible_and_a_deep_page_rea
                     "SELECT relpages, relallvisible FROM pg_class WHERE oid = %s::regclass",
                     (table,),
                 )
-                pages, visible = await cur.fetchone() or (None, None)
+                row = await cur.fetchone()
+                assert row is not None, table
+                pages, visible = row
                 assert visible == pages, table
                 if table == "sms_messages":
                     assert pages > 10
