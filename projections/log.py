@@ -29,8 +29,8 @@ AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
 """
 
 
-def range_end(after: str) -> str:
-    """SQL for the end of the next `%(limit)s` committed events after the pair
+def range_end(after: str, limit: str = "%(limit)s") -> str:
+    """SQL for the end of the next `limit` committed events after the pair
     `after`, and their count: the horizon test and the read in one statement.
 
     The outer ORDER BY names the subquery's columns: ordering by an output
@@ -44,7 +44,7 @@ def range_end(after: str) -> str:
         WHERE (tx_id, position) > ({after})
           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY tx_id, position
-        LIMIT %(limit)s
+        LIMIT {limit}
     ) AS batch
     ORDER BY batch.tx_id DESC, batch.position DESC
     LIMIT 1
