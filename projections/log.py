@@ -29,9 +29,10 @@ AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
 """
 
 
-def range_end(after: str, limit: str = "%(limit)s") -> str:
+def range_end(after: str, limit: str) -> str:
     """SQL for the end of the next `limit` committed events after the pair
     `after`, and their count: the horizon test and the read in one statement.
+    Both are SQL text: placeholders, columns, or a number the caller writes in.
 
     The outer ORDER BY names the subquery's columns: ordering by an output
     column `tx_id::text` would sort ids as text ('999' after '1000'), which
@@ -53,7 +54,7 @@ def range_end(after: str, limit: str = "%(limit)s") -> str:
 
 _NEXT = f"""
 SELECT ahead.tx_id::text, ahead.position, ahead.n
-FROM ({range_end("%(lo_tx)s::text::xid8, %(lo_pos)s")}) AS ahead
+FROM ({range_end("%(lo_tx)s::text::xid8, %(lo_pos)s", "%(limit)s")}) AS ahead
 """
 
 
