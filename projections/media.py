@@ -29,8 +29,9 @@ WITH attached AS (
            (data->>'size')::int AS size, (data->>'width')::int AS width,
            (data->>'height')::int AS height,
            (data->>'attached_at')::timestamptz AS attached_at, tx_id, position
-    FROM {events}
-    WHERE {in_range} AND type = {attached}
+    -- The view's `data` named once (see projections.fold).
+    FROM (SELECT version, data, tx_id, position FROM {events}
+          WHERE {in_range} AND type = {attached} OFFSET 0) AS e
 ),
 blobs AS (
     INSERT INTO {media_blobs} (sha256, content_type, format, size, width, height)

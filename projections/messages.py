@@ -44,8 +44,9 @@ WITH batch AS (
                FILTER (WHERE type = {attached}) AS media_position,
            (array_agg(tx_id ORDER BY tx_id DESC, position DESC))[1] AS last_tx,
            (array_agg(position ORDER BY tx_id DESC, position DESC))[1] AS last_position
-    FROM {events}
-    WHERE {in_range} AND type IN ({received}, {processed}, {attached})
+    -- The view's `data` named once (see projections.fold).
+    FROM (SELECT type, data, tx_id, position FROM {events}
+          WHERE {in_range} AND type IN ({received}, {processed}, {attached}) OFFSET 0) AS e
     GROUP BY 1
 ),
 inserted AS (
