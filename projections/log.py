@@ -32,7 +32,7 @@ AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
 def range_end(after: str, limit: str) -> str:
     """SQL for the end of the next `limit` committed events after the pair
     `after`, and their count: the horizon test and the read in one statement.
-    Both are SQL text: placeholders, columns, or a number the caller writes in.
+    Both are SQL text: placeholders, or the columns of a row joined to it.
 
     The outer ORDER BY names the subquery's columns: ordering by an output
     column `tx_id::text` would sort ids as text ('999' after '1000'), which
