@@ -29,10 +29,9 @@ AND (tx_id, position) <= (%(hi_tx)s::text::xid8, %(hi_pos)s)
 """
 
 
-def range_end(after: str, limit: str) -> str:
-    """SQL for the end of the next `limit` committed events after the pair
+def range_end(after: str) -> str:
+    """SQL for the end of the next `%(limit)s` committed events after the pair
     `after`, and their count: the horizon test and the read in one statement.
-    Both are SQL text: placeholders, or the columns of a row joined to it.
 
     The outer ORDER BY names the subquery's columns: ordering by an output
     column `tx_id::text` would sort ids as text ('999' after '1000'), which
@@ -45,7 +44,7 @@ def range_end(after: str, limit: str) -> str:
         WHERE (tx_id, position) > ({after})
           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY tx_id, position
-        LIMIT {limit}
+        LIMIT %(limit)s
     ) AS batch
     ORDER BY batch.tx_id DESC, batch.position DESC
     LIMIT 1
@@ -54,7 +53,7 @@ def range_end(after: str, limit: str) -> str:
 
 _NEXT = f"""
 SELECT ahead.tx_id::text, ahead.position, ahead.n
-FROM ({range_end("%(lo_tx)s::text::xid8, %(lo_pos)s", "%(limit)s")}) AS ahead
+FROM ({range_end("%(lo_tx)s::text::xid8, %(lo_pos)s")}) AS ahead
 """
 
 

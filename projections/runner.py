@@ -68,9 +68,8 @@ FROM (
     SELECT tx_id, position FROM projection_checkpoints
     WHERE name = %(name)s FOR UPDATE SKIP LOCKED
 ) AS lease
-LEFT JOIN LATERAL ({range_end("lease.tx_id, lease.position", "%(limit)s")}) AS ahead ON true
+LEFT JOIN LATERAL ({range_end("lease.tx_id, lease.position")}) AS ahead ON true
 """
-
 
 _MOVE = """
 UPDATE projection_checkpoints SET tx_id = %(tx)s::text::xid8, position = %(position)s,
