@@ -9,6 +9,18 @@ stream as well as its row, so its 1,000 messages are sent through the API
 first. For each query: the maximum rate with wrk (closed loop), then latency
 in an open-loop run at half that rate, and beside it the same SQL statement
 through psycopg, alone and 16 at a time.
+
+Then what one worker can reach. A granian worker runs the app's Python on one
+thread (its event loop), so its rate is at most one second over that thread's
+CPU a request, which is measured for each query's maximum run and for
+`GET /healthz` (the same server, middlewares and access check, no database). A
+query's request does at least what `/healthz` does and what the yardstick's
+client does for the same statement, whose CPU a query is measured too: their
+sum is that request's floor. Half the statement's own rate leaves the thread
+2 / (SQL rate) of a second a request: the budget. What the budget leaves over
+the floor is all that the route's own work may cost (its parameters, the pool,
+the rows, the page's encoding) for the read-path goal to be met; below zero,
+no handler could meet it on one worker.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
+import psutil
 import psycopg
 
 from bench import openloop, profile
@@ -48,6 +61,14 @@ PROFILED = "status=processed, first page"
 ONE = "one message, GET /messages/{id}"
 SENT = 1000
 PROFILE_KEEP = ("api/", "projections/", "litestar", "psycopg", "msgspec")
+
+
+class Sql(NamedTuple):
+    p50_ms: float
+    p99_ms: float
+    rate: float
+    client_us: float
+    """The yardstick's own CPU a query, 16 at a time (one thread, as a worker's loop)."""
 
 
 class Scenario(NamedTuple):
@@ -108,10 +129,8 @@ def send_messages(base: str, url: str, count: int) -> list[UUID]:
     return ids
 
 
-async def sql_rates(
-    url: str, statements: list[tuple[Any, Any]], seconds: float
-) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms) of the statement alone, and its rate 16 at a time."""
+async def sql_rates(url: str, statements: list[tuple[Any, Any]], seconds: float) -> Sql:
+    """The statement alone (p50, p99), then 16 at a time (rate, CPU a query)."""
     latencies = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         until = time.perf_counter() + seconds / 2
@@ -138,14 +157,24 @@ async def sql_rates(
                 j += 1
 
     stop = time.perf_counter() + seconds / 2
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
     rate = done / (time.perf_counter() - started)
-    return (
+    return Sql(
         latencies[len(latencies) // 2] * 1000,
         latencies[int(len(latencies) * 0.99)] * 1000,
         rate,
+        (time.process_time() - cpu) / max(1, done) * 1e6,
     )
+
+
+class Rates(NamedTuple):
+    run: Run
+    """The maximum (wrk)."""
+    half: openloop.Result
+    """Open loop at half the maximum."""
+    loop_us: float | None
+    """CPU a request of the worker's event-loop thread in the maximum run, when asked."""
 
 
 def http_rates(
@@ -154,21 +183,46 @@ def http_rates(
     seconds: float,
     logs: Path,
     spy: tuple[int, Path] | None = None,
-) -> tuple[Run, openloop.Result]:
+    loop: psutil.Process | None = None,
+) -> Rates:
     """GET /messages through the filter sets on the server at `listen`: the maximum with
     wrk (after a second's warm-up), then open loop at half that rate for the latency.
 
-    With `spy` (the server's pid, a file), py-spy samples the maximum run.
+    With `spy` (the server's pid, a file), py-spy samples the maximum run; with
+    `loop` (the worker), its event-loop thread's CPU is read around it.
     """
     file = logs / "paths.txt"
     file.write_text("\n".join(paths) + "\n")
     base = f"http://127.0.0.1:{listen}"
     wrk(base, "get_paths.lua", [str(file)], seconds=1, connections=CONNECTIONS)
     sampler = profile.record(spy[0], seconds, spy[1]) if spy else None
+    before = 0.0 if loop is None else thread_cpu(loop)
     run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
+    loop_us = None if loop is None else (thread_cpu(loop) - before) / max(1, run.requests) * 1e6
     if sampler is not None:
         sampler.wait()
-    return run, half_load(listen, paths, run.rps / 2, seconds)
+    return Rates(run, half_load(listen, paths, run.rps / 2, seconds), loop_us)
+
+
+def spent(rates: Rates) -> float:
+    if rates.loop_us is None:
+        raise RuntimeError("the worker's event loop was not measured")
+    return rates.loop_us
+
+
+def event_loop(server: int) -> psutil.Process:
+    """The one granian worker of `smsq serve` (pid `server`): its main thread runs
+    the event loop, and with it all of the app's Python."""
+    workers = psutil.Process(server).children()
+    if len(workers) != 1:
+        raise RuntimeError(f"smsq serve has {len(workers)} workers where one was expected")
+    return workers[0]
+
+
+def thread_cpu(process: psutil.Process) -> float:
+    """CPU seconds of `process`'s main thread (on Linux, the thread whose id is its pid)."""
+    main = next(t for t in process.threads() if t.id == process.pid)
+    return main.user_time + main.system_time
 
 
 def half_load(listen: int, paths: list[str], rate: float, seconds: float) -> openloop.Result:
@@ -204,33 +258,36 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     listen = free_port()
     base = f"http://127.0.0.1:{listen}"
     env = {"SMSQ_DATABASE_URL": url, "SMSQ_PORT": str(listen), "SMSQ_LOG_LEVEL": "WARNING"}
-    results = []
+    results: list[tuple[str, Rates, Sql]] = []
     log = logs / "serve.log"
     with process([SMSQ, "serve"], env=env, log=log) as proc:
         wait_http(base + "/readyz", proc, log)
+        loop = event_loop(proc.pid)
         started = time.perf_counter()
         sent = send_messages(base, url, SENT)
         print(f"sent {SENT:,} messages through the API in {time.perf_counter() - started:.1f} s")
+        print(f"GET /healthz ({load_note()})", flush=True)
+        stack = http_rates(listen, ["/healthz"], seconds, logs, loop=loop)
         for name, paths, statements in scenarios(senders, sent):
             print(f"{name} ({load_note()})", flush=True)
             spy = (proc.pid, raw) if args.profile and name == PROFILED else None
-            run, half = http_rates(listen, paths, seconds, logs, spy)
+            rates = http_rates(listen, paths, seconds, logs, spy, loop)
             sql = asyncio.run(sql_rates(url, statements, seconds))
-            results.append((name, run, half, sql))
+            results.append((name, rates, sql))
 
     rows_out = []
-    for name, run, half, (sql_p50, sql_p99, sql_rate) in results:
+    for name, (top, half, _), sql in results:
         rows_out.append(
             [
                 name,
-                run.rps,
+                top.rps,
                 half.percentile(50) * 1000,
                 half.percentile(99) * 1000,
-                run.unexpected(200) + half.sent - half.statuses.get(200, 0),
-                sql_rate,
-                sql_p50,
-                sql_p99,
-                f"{run.rps / sql_rate:.2f}x",
+                top.unexpected(200) + half.sent - half.statuses.get(200, 0),
+                sql.rate,
+                sql.p50_ms,
+                sql.p99_ms,
+                f"{top.rps / sql.rate:.2f}x",
             ]
         )
     print()
@@ -255,14 +312,21 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         )
     )
     print()
-    by_name = {name: (run, half) for name, run, half, _ in results}
+    stack_us = spent(stack)
+    print(
+        f"What one worker can reach: CPU a request of its event-loop thread; GET /healthz"
+        f" (the same stack, no database) {stack.run.rps:,.0f} req/s at {stack_us:.0f} µs a request:"
+    )
+    print(table(*reach(stack_us, [(name, spent(rates), sql) for name, rates, sql in results])))
+    print()
+    by_name = {name: (rates.run, rates.half) for name, rates, _ in results}
     goals = []
-    for name, run, half, (_, _, sql_rate) in results:
+    for name, (top, half, _), sql in results:
         if "page 1000" in name:
             continue
         # This round's read-path goal: HTTP at half its own SQL's rate or better, p99 <= 5 ms.
         p99 = half.percentile(99) * 1000
-        share = run.rps / sql_rate
+        share = top.rps / sql.rate
         goals.append(
             [
                 f">= 0.5x its SQL, p99 <= 5 ms: {name}",
@@ -285,6 +349,35 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         f"the maximum run of {PROFILED!r}",
         keep=PROFILE_KEEP,
     )
+
+
+def reach(
+    stack_us: float, measured: list[tuple[str, float, Sql]]
+) -> tuple[list[str], list[list[Any]]]:
+    """For each query: the loop thread's CPU a request; its floor (`/healthz`'s
+    `stack_us` and the SQL client's CPU a query) and what the request spends over
+    it; the budget at half the SQL's rate, and what that leaves over the floor
+    (below zero: out of one worker's reach, whatever the handler costs)."""
+    rows = [
+        [
+            name,
+            loop_us,
+            stack_us + sql.client_us,
+            loop_us - stack_us - sql.client_us,
+            1e6 / (0.5 * sql.rate),
+            1e6 / (0.5 * sql.rate) - stack_us - sql.client_us,
+        ]
+        for name, loop_us, sql in measured
+    ]
+    headers = [
+        "query",
+        "loop µs/req",
+        "floor µs/req",
+        "over the floor",
+        "budget at 0.5x",
+        "budget over the floor",
+    ]
+    return headers, rows
 
 
 def main() -> None:
