@@ -297,7 +297,7 @@ def measure_queries(listen: int, senders: list[str], seconds: float, logs: Path)
             continue
         print(f"  query {name} ({load_note()})", flush=True)
         read = disk_read()
-        run, half, _ = http_rates(listen, paths, seconds, logs)
+        run, half, _, _ = http_rates(listen, paths, seconds, logs)
         # One stall (a checkpoint, autovacuum, the machine) decides the p99 of
         # a short run: the median of HALF_RUNS runs at the same rate is read.
         halves = [half] + [

@@ -175,6 +175,10 @@ class Rates(NamedTuple):
     """Open loop at half the maximum."""
     loop_us: float | None
     """CPU a request of the worker's event-loop thread in the maximum run, when asked."""
+    half_busy: float | None
+    """The share of the open-loop run's time that thread spent on the CPU: near 1, the
+    half rate saturated it (a maximum read at a fast moment of the machine's, say),
+    and requests queued for the rest of the run."""
 
 
 def http_rates(
@@ -201,7 +205,10 @@ def http_rates(
     loop_us = None if loop is None else (thread_cpu(loop) - before) / max(1, run.requests) * 1e6
     if sampler is not None:
         sampler.wait()
-    return Rates(run, half_load(listen, paths, run.rps / 2, seconds), loop_us)
+    before = 0.0 if loop is None else thread_cpu(loop)
+    half = half_load(listen, paths, run.rps / 2, seconds)
+    busy = None if loop is None else (thread_cpu(loop) - before) / half.elapsed
+    return Rates(run, half, loop_us, busy)
 
 
 def spent(rates: Rates) -> float:
@@ -276,13 +283,14 @@ def bench(server: Server, args: Any, logs: Path) -> int:
             results.append((name, rates, sql))
 
     rows_out = []
-    for name, (top, half, _), sql in results:
+    for name, (top, half, _, busy), sql in results:
         rows_out.append(
             [
                 name,
                 top.rps,
                 half.percentile(50) * 1000,
                 half.percentile(99) * 1000,
+                "" if busy is None else f"{busy:.0%}",
                 top.unexpected(200) + half.sent - half.statuses.get(200, 0),
                 sql.rate,
                 sql.p50_ms,
@@ -293,7 +301,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     print()
     print(
         f"GET /messages on {rows:,} messages: HTTP max with wrk ({CONNECTIONS} connections), "
-        f"latency open loop at half that rate; SQL through psycopg:"
+        f"latency open loop at half that rate (and the share of it the worker's event loop"
+        f" spent on the CPU); SQL through psycopg:"
     )
     print(
         table(
@@ -302,6 +311,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 "HTTP req/s",
                 "p50 ms",
                 "p99 ms",
+                "loop busy",
                 "not 200",
                 "SQL q/s",
                 "SQL p50 ms",
@@ -321,7 +331,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     print()
     by_name = {name: (rates.run, rates.half) for name, rates, _ in results}
     goals = []
-    for name, (top, half, _), sql in results:
+    for name, (top, half, _, _), sql in results:
         if "page 1000" in name:
             continue
         # This round's read-path goal: HTTP at half its own SQL's rate or better, p99 <= 5 ms.
