@@ -203,8 +203,27 @@ def http_rates(
     wrk (after a second's warm-up), then open loop at half that rate for the latency.
 
     With `spy` (the server's pid, a file), py-spy samples the maximum run; with
-    `loop` (the worker), its event-loop thread's CPU is read around it.
+    `loop` (the worker), its event-loop thread's CPU is read around both runs.
     """
+    run, loop_us = maximum(listen, paths, seconds, logs, loop, spy)
+    before, started = (0.0 if loop is None else thread_cpu(loop)), time.perf_counter()
+    half = half_load(listen, paths, run.rps / 2, seconds)
+    busy = None
+    if loop is not None:
+        busy = (thread_cpu(loop) - before) / (time.perf_counter() - started)
+    return Rates(run, half, loop_us, busy)
+
+
+def maximum(
+    listen: int,
+    paths: list[str],
+    seconds: float,
+    logs: Path,
+    loop: psutil.Process | None,
+    spy: tuple[int, Path] | None = None,
+) -> tuple[Run, float | None]:
+    """wrk through `paths` after a second's warm-up, and the CPU a request of the
+    worker's `loop` thread meanwhile; py-spy samples the run with `spy`."""
     file = logs / "paths.txt"
     file.write_text("\n".join(paths) + "\n")
     base = f"http://127.0.0.1:{listen}"
@@ -215,18 +234,13 @@ def http_rates(
     loop_us = None if loop is None else (thread_cpu(loop) - before) / max(1, run.requests) * 1e6
     if sampler is not None:
         sampler.wait()
-    before, started = (0.0 if loop is None else thread_cpu(loop)), time.perf_counter()
-    half = half_load(listen, paths, run.rps / 2, seconds)
-    busy = None
-    if loop is not None:
-        busy = (thread_cpu(loop) - before) / (time.perf_counter() - started)
-    return Rates(run, half, loop_us, busy)
+    return run, loop_us
 
 
-def spent(rates: Rates) -> float:
-    if rates.loop_us is None:
+def spent(loop_us: float | None) -> float:
+    if loop_us is None:
         raise RuntimeError("the worker's event loop was not measured")
-    return rates.loop_us
+    return loop_us
 
 
 def event_loop(server: int) -> psutil.Process:
@@ -286,7 +300,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         sent = send_messages(base, url, SENT)
         print(f"sent {SENT:,} messages through the API in {time.perf_counter() - started:.1f} s")
         print(f"GET /healthz ({load_note()})", flush=True)
-        stack = http_rates(listen, ["/healthz"], seconds, logs, loop=loop)
+        stack, stack_us = maximum(listen, ["/healthz"], seconds, logs, loop)
         for name, paths, statements in scenarios(senders, sent):
             print(f"{name} ({load_note()})", flush=True)
             spy = (proc.pid, raw) if args.profile and name == PROFILED else None
@@ -334,12 +348,13 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         )
     )
     print()
-    stack_us = spent(stack)
+    healthz_us = spent(stack_us)
     print(
         f"What one worker can reach: CPU a request of its event-loop thread; GET /healthz"
-        f" (the same stack, no database) {stack.run.rps:,.0f} req/s at {stack_us:.0f} µs a request:"
+        f" (the same stack, no database) {stack.rps:,.0f} req/s at {healthz_us:.0f} µs a request:"
     )
-    print(table(*reach(stack_us, [(name, spent(rates), sql) for name, rates, sql in results])))
+    floors = [(name, spent(rates.loop_us), sql) for name, rates, sql in results]
+    print(table(*reach(healthz_us, floors)))
     print()
     by_name = {name: (rates.run, rates.half) for name, rates, _ in results}
     goals = []
