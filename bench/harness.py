@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import psutil
 import psycopg
@@ -199,6 +199,51 @@ def tree_cpu_seconds(pid: int) -> float:
                 times = p.cpu_times()
                 total += times.user + times.system
     return total
+
+
+class LoopUse(NamedTuple):
+    """What the thread that runs a server's event loop has used so far."""
+
+    cpu: float
+    """CPU seconds."""
+    waits: int | None
+    """Times it gave up the processor to wait (voluntary context switches): for
+    the network, or for a lock another thread holds (under granian, the
+    interpreter's). None where the system does not count them per thread."""
+
+    def since(self, earlier: LoopUse) -> LoopUse:
+        waits = None if self.waits is None or earlier.waits is None else self.waits - earlier.waits
+        return LoopUse(self.cpu - earlier.cpu, waits)
+
+
+def event_loop(server: int) -> psutil.Process | None:
+    """The process whose main thread runs the event loop of the server `server`:
+    its one worker (granian forks one per worker), or the server itself when it
+    has no child; None when several workers share the requests."""
+    root = psutil.Process(server)
+    workers = root.children()
+    if not workers:
+        return root
+    return workers[0] if len(workers) == 1 else None
+
+
+def loop_use(process: psutil.Process) -> LoopUse:
+    """The use so far of `process`'s main thread (on Linux, the thread whose id is its pid)."""
+    main = next(t for t in process.threads() if t.id == process.pid)
+    try:
+        status = Path(f"/proc/{process.pid}/task/{process.pid}/status").read_text()
+    except FileNotFoundError:
+        return LoopUse(main.user_time + main.system_time, None)
+    return LoopUse(main.user_time + main.system_time, voluntary_switches(status))
+
+
+def voluntary_switches(status: str) -> int:
+    """The `voluntary_ctxt_switches` count of a /proc `status` file."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "voluntary_ctxt_switches":
+            return int(value)
+    raise ValueError("no voluntary_ctxt_switches in this status")
 
 
 def disk_read() -> int:

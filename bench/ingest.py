@@ -30,10 +30,13 @@ from bench import openloop, profile
 from bench.apps import CRUD_TABLE
 from bench.datagen import phones
 from bench.harness import (
+    LoopUse,
     Server,
     arguments,
     disk_read,
+    event_loop,
     load_note,
+    loop_use,
     port,
     postmaster,
     process,
@@ -121,9 +124,17 @@ class Maximum(NamedTuple):
     """CPU seconds PostgreSQL's processes used (None: the server is not on this machine)."""
     disk_read: int
     """Bytes the machine read from its disks during the run."""
+    loop: LoopUse | None
+    """What the worker's event-loop thread used during the run (None: several workers)."""
 
     def per_request(self, cpu: float | None) -> str:
         return "n/a" if cpu is None else f"{cpu / self.run.requests * 1e6:,.0f}"
+
+    def loop_waits(self) -> str:
+        """The loop thread's waits a request, as a table cell."""
+        if self.loop is None or self.loop.waits is None:
+            return "n/a"
+        return f"{self.loop.waits / self.run.requests:.2f}"
 
 
 def maximum(
@@ -156,6 +167,8 @@ def maximum(
     server, database = pids
     sampler = profile.record(server, seconds, spy) if spy else None
     app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
+    loop = event_loop(server)
+    start = None if loop is None else loop_use(loop)
     read = disk_read()
     try:
         run = wrk(
@@ -170,7 +183,8 @@ def maximum(
             sampler.wait()
     app = tree_cpu_seconds(server) - app
     db = tree_cpu_seconds(database) - db if database and db is not None else None
-    return Maximum(run, app, db, disk_read() - read), offset + run.requests + SKIP
+    looped = None if loop is None or start is None else loop_use(loop).since(start)
+    return Maximum(run, app, db, disk_read() - read, looped), offset + run.requests + SKIP
 
 
 class Watch:
@@ -347,6 +361,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 r.p99_ms,
                 r.describe_unexpected(201),
                 m.per_request(m.app_cpu),
+                m.per_request(None if m.loop is None else m.loop.cpu),
+                m.loop_waits(),
                 m.per_request(m.db_cpu),
                 ratio(runs["smsq"].rps, r.rps),
                 " / ".join(f"{x.run.rps:,.0f}" for x in rounds[kind]),
@@ -365,6 +381,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 "p99 ms",
                 "not 201",
                 "app CPU us/req",
+                "of it, event loop",
+                "loop waits/req",
                 "PostgreSQL CPU us/req",
                 "smsq / this",
                 "req/s by round",

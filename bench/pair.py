@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -31,6 +32,7 @@ from typing import Any, NamedTuple
 
 from bench.datagen import phones
 from bench.harness import (
+    LoopUse,
     Server,
     arguments,
     load_note,
@@ -64,6 +66,10 @@ class Turn(NamedTuple):
     lag_p99_ms: float
     open_cpu_us: float
     """App and PostgreSQL CPU per request during the open-loop run."""
+    loop_us: float
+    """The worker's event-loop thread's CPU per request at the maximum (NaN: not measured)."""
+    loop_waits: float
+    """The times a request that thread waited at the maximum (NaN: not measured)."""
 
 
 class Side(NamedTuple):
@@ -140,6 +146,8 @@ def turn(
     used = cpu(side) - before
     caught_up(side.url)
     answered = max(1, len(result.latencies))
+    loop = run.loop or LoopUse(math.nan, None)
+    requests = run.run.requests
     return (
         Turn(
             run.run.rps,
@@ -149,6 +157,8 @@ def turn(
             result.percentile(99) * 1e3,
             pct(watch.lags, 99) * 1e3,
             used / answered * 1e6,
+            loop.cpu / requests * 1e6,
+            math.nan if loop.waits is None else loop.waits / requests,
         ),
         offset,
     )
@@ -163,6 +173,8 @@ def summary(names: Sequence[str], turns: dict[int, list[Turn]]) -> str:
             f"{SIDES[i]}: {names[i]}",
             f"{median(i, 'rps'):,.0f}",
             f"{median(i, 'app_us'):,.0f}",
+            f"{median(i, 'loop_us'):,.0f}",
+            f"{median(i, 'loop_waits'):.2f}",
             f"{median(i, 'db_us'):,.0f}",
             f"{median(i, 'p50_ms'):.1f}",
             f"{median(i, 'p99_ms'):.1f}",
@@ -176,6 +188,8 @@ def summary(names: Sequence[str], turns: dict[int, list[Turn]]) -> str:
             "side (medians)",
             "max req/s",
             "app µs/req",
+            "of it, loop",
+            "loop waits/req",
             "PostgreSQL µs/req",
             "p50 ms",
             "p99 ms",
@@ -218,7 +232,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 turns[i].append(measured)
                 print(
                     f"pair {number + 1}, {SIDES[i]}: max {measured.rps:,.0f} req/s"
-                    f" ({measured.app_us:,.0f} + {measured.db_us:,.0f} µs);"
+                    f" ({measured.app_us:,.0f} + {measured.db_us:,.0f} µs; loop"
+                    f" {measured.loop_us:,.0f} µs, {measured.loop_waits:.2f} waits);"
                     f" at {args.rate:,.0f}/s p50 {measured.p50_ms:.1f} ms,"
                     f" p99 {measured.p99_ms:.1f} ms, lag p99 {measured.lag_p99_ms:.0f} ms"
                     f" ({load_note()})",
@@ -229,6 +244,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     print()
     print(f"B / A, pair by pair: maximum {ratios(turns, 'rps')}")
     print(f"  CPU per request at the maximum, app: {ratios(turns, 'app_us')}")
+    print(f"  of it, the event loop's: {ratios(turns, 'loop_us')}")
     print(f"  CPU per request at {args.rate:,.0f}/s: {ratios(turns, 'open_cpu_us')}")
     print(f"  p99 at {args.rate:,.0f}/s: {ratios(turns, 'p99_ms')}")
     print(f"after the run: {load_note()}")

@@ -43,7 +43,9 @@ from bench.datagen import copy_messages, message_rows, phones
 from bench.harness import (
     Server,
     arguments,
+    event_loop,
     load_note,
+    loop_use,
     process,
     run,
     table,
@@ -206,11 +208,11 @@ def http_rates(
     `loop` (the worker), its event-loop thread's CPU is read around both runs.
     """
     run, loop_us = maximum(listen, paths, seconds, logs, loop, spy)
-    before, started = (0.0 if loop is None else thread_cpu(loop)), time.perf_counter()
+    before, started = (0.0 if loop is None else loop_use(loop).cpu), time.perf_counter()
     half = half_load(listen, paths, run.rps / 2, seconds)
     busy = None
     if loop is not None:
-        busy = (thread_cpu(loop) - before) / (time.perf_counter() - started)
+        busy = (loop_use(loop).cpu - before) / (time.perf_counter() - started)
     return Rates(run, half, loop_us, busy)
 
 
@@ -229,9 +231,9 @@ def maximum(
     base = f"http://127.0.0.1:{listen}"
     wrk(base, "get_paths.lua", [str(file)], seconds=1, connections=CONNECTIONS)
     sampler = profile.record(spy[0], seconds, spy[1]) if spy else None
-    before = 0.0 if loop is None else thread_cpu(loop)
+    before = 0.0 if loop is None else loop_use(loop).cpu
     run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
-    loop_us = None if loop is None else (thread_cpu(loop) - before) / max(1, run.requests) * 1e6
+    loop_us = None if loop is None else (loop_use(loop).cpu - before) / max(1, run.requests) * 1e6
     if sampler is not None:
         sampler.wait()
     return run, loop_us
@@ -241,21 +243,6 @@ def spent(loop_us: float | None) -> float:
     if loop_us is None:
         raise RuntimeError("the worker's event loop was not measured")
     return loop_us
-
-
-def event_loop(server: int) -> psutil.Process:
-    """The one granian worker of `smsq serve` (pid `server`): its main thread runs
-    the event loop, and with it the app."""
-    workers = psutil.Process(server).children()
-    if len(workers) != 1:
-        raise RuntimeError(f"smsq serve has {len(workers)} workers where one was expected")
-    return workers[0]
-
-
-def thread_cpu(process: psutil.Process) -> float:
-    """CPU seconds of `process`'s main thread (on Linux, the thread whose id is its pid)."""
-    main = next(t for t in process.threads() if t.id == process.pid)
-    return main.user_time + main.system_time
 
 
 def half_load(listen: int, paths: list[str], rate: float, seconds: float) -> openloop.Result:

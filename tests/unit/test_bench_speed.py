@@ -19,7 +19,7 @@ def maximum(rps: float, app_cpu: float = 1.0, db_cpu: float | None = 0.5) -> Max
         errors=0,
         statuses={201: round(rps * 10)},
     )
-    return Maximum(run=run, app_cpu=app_cpu, db_cpu=db_cpu, disk_read=4096)
+    return Maximum(run=run, app_cpu=app_cpu, db_cpu=db_cpu, disk_read=4096, loop=None)
 
 
 def test_speed_is_the_median_of_each_run_over_its_own_control() -> None:
