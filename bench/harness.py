@@ -206,35 +206,36 @@ class LoopUse(NamedTuple):
 
     cpu: float
     """CPU seconds."""
-    waits: int | None
+    waits: int
     """Times it gave up the processor to wait (voluntary context switches): for
     the network, or for a lock another thread holds (under granian, the
-    interpreter's). None where the system does not count them per thread."""
+    interpreter's)."""
 
     def since(self, earlier: LoopUse) -> LoopUse:
-        waits = None if self.waits is None or earlier.waits is None else self.waits - earlier.waits
-        return LoopUse(self.cpu - earlier.cpu, waits)
+        """What was used between `earlier` and this reading."""
+        return LoopUse(self.cpu - earlier.cpu, self.waits - earlier.waits)
 
 
 def event_loop(server: int) -> psutil.Process | None:
-    """The process whose main thread runs the event loop of the server `server`:
-    its one worker (granian forks one per worker), or the server itself when it
-    has no child; None when several workers share the requests."""
-    root = psutil.Process(server)
-    workers = root.children()
-    if not workers:
-        return root
+    """The one worker process of the server `server` (granian forks one per
+    worker), whose main thread runs the event loop; None when it has several,
+    or none."""
+    workers = psutil.Process(server).children()
     return workers[0] if len(workers) == 1 else None
 
 
-def loop_use(process: psutil.Process) -> LoopUse:
-    """The use so far of `process`'s main thread (on Linux, the thread whose id is its pid)."""
-    main = next(t for t in process.threads() if t.id == process.pid)
+def loop_use(process: psutil.Process) -> LoopUse | None:
+    """The use so far of `process`'s main thread; None when the process is gone,
+    or where the system does not count a thread's waits (Linux does, in /proc)."""
+    status = Path(f"/proc/{process.pid}/task/{process.pid}/status")
     try:
-        status = Path(f"/proc/{process.pid}/task/{process.pid}/status").read_text()
-    except FileNotFoundError:
-        return LoopUse(main.user_time + main.system_time, None)
-    return LoopUse(main.user_time + main.system_time, voluntary_switches(status))
+        main = next((t for t in process.threads() if t.id == process.pid), None)
+        waits = voluntary_switches(status.read_text())
+    except (psutil.NoSuchProcess, FileNotFoundError):
+        return None
+    if main is None:
+        return None
+    return LoopUse(main.user_time + main.system_time, waits)
 
 
 def voluntary_switches(status: str) -> int:

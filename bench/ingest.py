@@ -125,14 +125,15 @@ class Maximum(NamedTuple):
     disk_read: int
     """Bytes the machine read from its disks during the run."""
     loop: LoopUse | None
-    """What the worker's event-loop thread used during the run (None: several workers)."""
+    """What the worker's event-loop thread used during the run (None: not read,
+    as with several workers)."""
 
     def per_request(self, cpu: float | None) -> str:
         return "n/a" if cpu is None else f"{cpu / self.run.requests * 1e6:,.0f}"
 
     def loop_waits(self) -> str:
         """The loop thread's waits a request, as a table cell."""
-        if self.loop is None or self.loop.waits is None:
+        if self.loop is None:
             return "n/a"
         return f"{self.loop.waits / self.run.requests:.2f}"
 
@@ -165,10 +166,10 @@ def maximum(
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("ANALYZE")
     server, database = pids
-    sampler = profile.record(server, seconds, spy) if spy else None
-    app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
     loop = event_loop(server)
     start = None if loop is None else loop_use(loop)
+    sampler = profile.record(server, seconds, spy) if spy else None
+    app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
     read = disk_read()
     try:
         run = wrk(
@@ -183,7 +184,8 @@ def maximum(
             sampler.wait()
     app = tree_cpu_seconds(server) - app
     db = tree_cpu_seconds(database) - db if database and db is not None else None
-    looped = None if loop is None or start is None else loop_use(loop).since(start)
+    end = None if loop is None else loop_use(loop)
+    looped = None if start is None or end is None else end.since(start)
     return Maximum(run, app, db, disk_read() - read, looped), offset + run.requests + SKIP
 
 
@@ -381,7 +383,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 "p99 ms",
                 "not 201",
                 "app CPU us/req",
-                "of it, event loop",
+                "event loop CPU us/req",
                 "loop waits/req",
                 "PostgreSQL CPU us/req",
                 "smsq / this",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import statistics
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -32,7 +31,6 @@ from typing import Any, NamedTuple
 
 from bench.datagen import phones
 from bench.harness import (
-    LoopUse,
     Server,
     arguments,
     load_note,
@@ -66,10 +64,10 @@ class Turn(NamedTuple):
     lag_p99_ms: float
     open_cpu_us: float
     """App and PostgreSQL CPU per request during the open-loop run."""
-    loop_us: float
-    """The worker's event-loop thread's CPU per request at the maximum (NaN: not measured)."""
-    loop_waits: float
-    """The times a request that thread waited at the maximum (NaN: not measured)."""
+    loop_us: float | None
+    """CPU per request of the worker's event-loop thread at the maximum (None: not read)."""
+    loop_waits: float | None
+    """That thread's waits per request at the maximum (None: not read)."""
 
 
 class Side(NamedTuple):
@@ -146,8 +144,7 @@ def turn(
     used = cpu(side) - before
     caught_up(side.url)
     answered = max(1, len(result.latencies))
-    loop = run.loop or LoopUse(math.nan, None)
-    requests = run.run.requests
+    loop, requests = run.loop, run.run.requests
     return (
         Turn(
             run.run.rps,
@@ -157,8 +154,8 @@ def turn(
             result.percentile(99) * 1e3,
             pct(watch.lags, 99) * 1e3,
             used / answered * 1e6,
-            loop.cpu / requests * 1e6,
-            math.nan if loop.waits is None else loop.waits / requests,
+            None if loop is None else loop.cpu / requests * 1e6,
+            None if loop is None else loop.waits / requests,
         ),
         offset,
     )
@@ -173,8 +170,8 @@ def summary(names: Sequence[str], turns: dict[int, list[Turn]]) -> str:
             f"{SIDES[i]}: {names[i]}",
             f"{median(i, 'rps'):,.0f}",
             f"{median(i, 'app_us'):,.0f}",
-            f"{median(i, 'loop_us'):,.0f}",
-            f"{median(i, 'loop_waits'):.2f}",
+            loop_median(turns[i], "loop_us", "{:,.0f}"),
+            loop_median(turns[i], "loop_waits", "{:.2f}"),
             f"{median(i, 'db_us'):,.0f}",
             f"{median(i, 'p50_ms'):.1f}",
             f"{median(i, 'p99_ms'):.1f}",
@@ -188,7 +185,7 @@ def summary(names: Sequence[str], turns: dict[int, list[Turn]]) -> str:
             "side (medians)",
             "max req/s",
             "app µs/req",
-            "of it, loop",
+            "event loop µs/req",
             "loop waits/req",
             "PostgreSQL µs/req",
             "p50 ms",
@@ -198,6 +195,14 @@ def summary(names: Sequence[str], turns: dict[int, list[Turn]]) -> str:
         ],
         rows,
     )
+
+
+def loop_median(turns: list[Turn], field: str, form: str) -> str:
+    """The median of a loop reading over `turns`, formatted; n/a unless each was read."""
+    values = [getattr(t, field) for t in turns]
+    if any(v is None for v in values):
+        return "n/a"
+    return form.format(statistics.median(values))
 
 
 def ratios(turns: dict[int, list[Turn]], field: str) -> str:
@@ -233,7 +238,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 print(
                     f"pair {number + 1}, {SIDES[i]}: max {measured.rps:,.0f} req/s"
                     f" ({measured.app_us:,.0f} + {measured.db_us:,.0f} µs; loop"
-                    f" {measured.loop_us:,.0f} µs, {measured.loop_waits:.2f} waits);"
+                    f" {loop_median([measured], 'loop_us', '{:,.0f}')} µs,"
+                    f" {loop_median([measured], 'loop_waits', '{:.2f}')} waits);"
                     f" at {args.rate:,.0f}/s p50 {measured.p50_ms:.1f} ms,"
                     f" p99 {measured.p99_ms:.1f} ms, lag p99 {measured.lag_p99_ms:.0f} ms"
                     f" ({load_note()})",
@@ -244,7 +250,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     print()
     print(f"B / A, pair by pair: maximum {ratios(turns, 'rps')}")
     print(f"  CPU per request at the maximum, app: {ratios(turns, 'app_us')}")
-    print(f"  of it, the event loop's: {ratios(turns, 'loop_us')}")
+    if all(t.loop_us is not None for t in turns[0] + turns[1]):
+        print(f"  of it, the event loop's: {ratios(turns, 'loop_us')}")
     print(f"  CPU per request at {args.rate:,.0f}/s: {ratios(turns, 'open_cpu_us')}")
     print(f"  p99 at {args.rate:,.0f}/s: {ratios(turns, 'p99_ms')}")
     print(f"after the run: {load_note()}")

@@ -208,11 +208,12 @@ def http_rates(
     `loop` (the worker), its event-loop thread's CPU is read around both runs.
     """
     run, loop_us = maximum(listen, paths, seconds, logs, loop, spy)
-    before, started = (0.0 if loop is None else loop_use(loop).cpu), time.perf_counter()
+    before, started = loop_cpu(loop), time.perf_counter()
     half = half_load(listen, paths, run.rps / 2, seconds)
+    after = loop_cpu(loop)
     busy = None
-    if loop is not None:
-        busy = (loop_use(loop).cpu - before) / (time.perf_counter() - started)
+    if before is not None and after is not None:
+        busy = (after - before) / (time.perf_counter() - started)
     return Rates(run, half, loop_us, busy)
 
 
@@ -231,12 +232,21 @@ def maximum(
     base = f"http://127.0.0.1:{listen}"
     wrk(base, "get_paths.lua", [str(file)], seconds=1, connections=CONNECTIONS)
     sampler = profile.record(spy[0], seconds, spy[1]) if spy else None
-    before = 0.0 if loop is None else loop_use(loop).cpu
+    before = loop_cpu(loop)
     run = wrk(base, "get_paths.lua", [str(file)], seconds=seconds, connections=CONNECTIONS)
-    loop_us = None if loop is None else (loop_use(loop).cpu - before) / max(1, run.requests) * 1e6
+    after = loop_cpu(loop)
+    loop_us = None
+    if before is not None and after is not None:
+        loop_us = (after - before) / max(1, run.requests) * 1e6
     if sampler is not None:
         sampler.wait()
     return run, loop_us
+
+
+def loop_cpu(loop: psutil.Process | None) -> float | None:
+    """CPU seconds of the worker's event-loop thread so far (None: not read)."""
+    use = None if loop is None else loop_use(loop)
+    return None if use is None else use.cpu
 
 
 def spent(loop_us: float | None) -> float:
@@ -283,6 +293,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     with process([SMSQ, "serve"], env=env, log=log) as proc:
         wait_http(base + "/readyz", proc, log)
         loop = event_loop(proc.pid)
+        if loop is None:
+            raise RuntimeError("smsq serve runs one worker here (is SMSQ_WORKERS set?)")
         started = time.perf_counter()
         sent = send_messages(base, url, SENT)
         print(f"sent {SENT:,} messages through the API in {time.perf_counter() - started:.1f} s")

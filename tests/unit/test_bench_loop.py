@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -13,12 +14,13 @@ import psutil
 import pytest
 
 from bench.harness import LoopUse, event_loop, loop_use, voluntary_switches
+from bench.pair import Turn, loop_median
 
 STATUS = """Name:\tsmsq
 State:\tS (sleeping)
 Tgid:\t4242
-voluntary_ctxt_switches:\t1507
 nonvoluntary_ctxt_switches:\t88
+voluntary_ctxt_switches:\t1507
 """
 
 
@@ -33,7 +35,6 @@ def test_a_status_without_the_count_is_an_error_not_a_zero() -> None:
 
 def test_use_since_an_earlier_reading_subtracts_both_counts() -> None:
     assert LoopUse(2.5, 130).since(LoopUse(1.0, 100)) == LoopUse(1.5, 30)
-    assert LoopUse(2.5, None).since(LoopUse(1.0, 100)).waits is None
 
 
 @contextmanager
@@ -46,9 +47,10 @@ def sleepers(count: int) -> Iterator[psutil.Process]:
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    with ExitStack() as stack:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-        stack.callback(proc.wait)
+    with (
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as proc,
+        ExitStack() as stack,
+    ):
         parent = psutil.Process(proc.pid)
         stack.callback(lambda: [p.kill() for p in [*parent.children(), parent]])
         assert proc.stdout is not None
@@ -56,30 +58,47 @@ def sleepers(count: int) -> Iterator[psutil.Process]:
         yield parent
 
 
-def test_the_loop_runs_in_the_one_worker_or_in_a_server_without_one() -> None:
+def test_the_loop_runs_in_the_one_worker_and_is_not_guessed_otherwise() -> None:
     with sleepers(1) as server:
         loop = event_loop(server.pid)
         assert loop is not None
         assert loop.pid == server.children()[0].pid
     with sleepers(0) as server:
-        loop = event_loop(server.pid)
-        assert loop is not None
-        assert loop.pid == server.pid
+        assert event_loop(server.pid) is None
     with sleepers(2) as server:
         assert event_loop(server.pid) is None
 
 
+def test_a_worker_that_is_gone_is_not_read() -> None:
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as proc:
+        worker = psutil.Process(proc.pid)
+        assert loop_use(worker) is not None
+        proc.kill()
+        proc.wait()
+        assert loop_use(worker) is None
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts from /proc")
-def test_a_thread_that_sleeps_is_counted_waiting_and_one_that_spins_is_not() -> None:
+def test_a_thread_that_sleeps_is_counted_waiting_and_one_that_computes_is_not() -> None:
     me = psutil.Process(os.getpid())
     before = loop_use(me)
+    sum(i * i for i in range(200_000))
+    computed = loop_use(me)
     for _ in range(20):
-        psutil.Process().status()  # a read from /proc: no wait
-    spun = loop_use(me).since(before)
-    before = loop_use(me)
-    for _ in range(20):
-        subprocess.run(["true"], check=True)  # waits for each child to end
-    slept = loop_use(me).since(before)
-    assert spun.waits is not None
-    assert slept.waits is not None
-    assert slept.waits >= 20 > spun.waits
+        time.sleep(0.001)
+    slept = loop_use(me)
+    assert before is not None
+    assert computed is not None
+    assert slept is not None
+    assert slept.since(computed).waits >= 20
+    assert computed.since(before).waits < 20
+
+
+def turn(loop_us: float | None) -> Turn:
+    return Turn(1_000, 700, 300, 20, 50, 90, 1_500, loop_us, None if loop_us is None else 1.2)
+
+
+def test_a_pair_gives_the_loop_median_only_when_every_turn_read_it() -> None:
+    assert loop_median([turn(600), turn(800), turn(700)], "loop_us", "{:,.0f}") == "700"
+    assert loop_median([turn(600), turn(None)], "loop_us", "{:,.0f}") == "n/a"
+    assert loop_median([turn(600), turn(None)], "loop_waits", "{:.2f}") == "n/a"
