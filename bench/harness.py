@@ -119,7 +119,9 @@ class Server:
 
 
 @contextmanager
-def postgres(admin_url: str | None) -> Iterator[Server]:
+def postgres(admin_url: str | None, preload: Sequence[str] = ()) -> Iterator[Server]:
+    """A server to work on: the one at `admin_url`, or an embedded one, started
+    with the `preload` libraries (a server given must have loaded them itself)."""
     if admin_url:
         server = Server(admin_url, embedded=False)
         try:
@@ -129,11 +131,20 @@ def postgres(admin_url: str | None) -> Iterator[Server]:
         return
     from api.runtime.embedded import embedded_server
 
-    with (
-        tempfile.TemporaryDirectory(prefix="smsq-bench-") as tmp,
-        embedded_server(Path(tmp), database="postgres", cleanup="delete") as url,
-    ):
-        yield Server(url, embedded=True)
+    with tempfile.TemporaryDirectory(prefix="smsq-bench-") as tmp:
+        if preload:
+            # Libraries load at start: set them, then start the server again.
+            with (
+                embedded_server(Path(tmp), database="postgres") as url,
+                psycopg.connect(url, autocommit=True) as conn,
+            ):
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET shared_preload_libraries = {}").format(
+                        sql.Literal(",".join(preload))
+                    )
+                )
+        with embedded_server(Path(tmp), database="postgres", cleanup="delete") as url:
+            yield Server(url, embedded=True)
 
 
 @contextmanager
@@ -295,12 +306,20 @@ def header(title: str, server: Server | None = None) -> None:
     print(flush=True)
 
 
-def run(title: str, args: Any, bench: Callable[[Server, Any, Path], int]) -> NoReturn:
+def run(
+    title: str,
+    args: Any,
+    bench: Callable[[Server, Any, Path], int],
+    preload: Sequence[str] = (),
+) -> NoReturn:
     """Run `bench(server, args, scratch)` on a PostgreSQL (`args.database_url`, else
-    an embedded one) with a scratch directory, under `title`; exit with its status.
-    SIGTERM stops it as Ctrl-C does, every `finally` run."""
+    an embedded one, with the `preload` libraries) with a scratch directory, under
+    `title`; exit with its status. SIGTERM stops it as Ctrl-C does, every `finally` run."""
     stop_on_sigterm()
-    with postgres(args.database_url) as server, tempfile.TemporaryDirectory() as tmp:
+    with (
+        postgres(args.database_url, preload) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         header(title, server)
         raise SystemExit(bench(server, args, Path(tmp)))
 

@@ -1,0 +1,259 @@
+"""Where PostgreSQL's time goes at the ingest maximum, against plain CRUD.
+
+    uv run --group bench python -m bench.statements [--quick] [--readings N] [--seconds S]
+
+Each reading runs smsq and plain CRUD (taking turns at going first) and then
+echo, the servers of `bench.ingest`. For smsq and CRUD: a database of their
+own, a maximum to warm plans and caches (smsq's projectors then catch up),
+`pg_stat_statements` reset, a maximum as `bench.ingest`'s (its warm-up
+included), smsq's projectors left to fold everything it caused. Every
+statement's time (planning and running: wall time, waits on locks and for a
+core included) and the write-ahead log it wrote are divided by the messages
+stored since the reset and grouped by what the statement does. Echo's
+maximum gives the bare cost of decoding and answering a request.
+
+The last table asks what goal 1 (ingest at plain CRUD's rate) leaves smsq's
+own work in the API, if the CPU a request sets the maximum: CRUD's CPU a
+request, less smsq's PostgreSQL's, less echo's, against what smsq's app
+spends beyond echo's.
+
+`pg_stat_statements` must be loaded when the server starts: the embedded
+server is started with it; one given by `--database-url` must have it in its
+`shared_preload_libraries`.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import psycopg
+
+from bench.apps import CRUD_TABLE
+from bench.harness import Server, arguments, load_note, postmaster, run, table
+from bench.ingest import maximum, senders_file, served
+from bench.rounds import drained
+
+# What each statement does, by its text (the first pattern that matches).
+GROUPS = (
+    ("the append to the log", r"INSERT INTO events\b"),
+    ("the messages fold", r"^WITH batch AS \( SELECT \(data->>"),
+    (
+        "the counters fold",
+        r"INSERT INTO message_counters\b"
+        r"|WITH batch AS MATERIALIZED \( SELECT stream_id, type, data FROM \"current_events\"",
+    ),
+    ("the sender's window and the locks", r"sender_window|pg_advisory_xact_lock"),
+    ("the projectors' lease", r"SELECT lease\.tx_id"),
+    ("the processing stage's reads", r"^SELECT position, tx_id::text AS tx_text"),
+    (
+        "the sealer, checkpoints, media fold",
+        r"\bseals\b|SELECT r\.n, r\.first|projection_checkpoints|WITH attached AS",
+    ),
+    ("plain CRUD's INSERT", r"INSERT INTO crud_messages\b"),
+)
+OTHER = "the rest"
+LEFT_OUT = re.compile(r"^(ANALYZE|SELECT pg_stat_statements_reset|SELECT count\(\*\) FROM)")
+
+_STATEMENTS = """
+SELECT regexp_replace(query, '\\s+', ' ', 'g'), total_plan_time + total_exec_time, wal_bytes
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def group_of(query: str) -> str | None:
+    """The group a statement's text belongs to; None for the benchmark's own."""
+    text = " ".join(query.split())
+    if LEFT_OUT.match(text):
+        return None
+    return next((name for name, pattern in GROUPS if re.search(pattern, text)), OTHER)
+
+
+class Reading(NamedTuple):
+    rps: float
+    app_us: float
+    """CPU a request of the server's processes during the maximum."""
+    db_us: float
+    """CPU a request of PostgreSQL's processes during the maximum."""
+    stored: int
+    """Messages stored since the statistics were reset."""
+    groups: dict[str, tuple[float, float]]
+    """Statement time (µs) and WAL (bytes) a message stored, by group."""
+
+    @property
+    def statements_us(self) -> float:
+        return sum(us for us, _ in self.groups.values())
+
+    @property
+    def wal_bytes(self) -> float:
+        return sum(wal for _, wal in self.groups.values())
+
+
+class Left(NamedTuple):
+    """What matching plain CRUD's CPU a request leaves smsq's own work in the API."""
+
+    left_us: float
+    spent_us: float
+
+    @property
+    def share(self) -> float:
+        return self.left_us / self.spent_us
+
+
+def left_for_own_work(smsq: Reading, crud: Reading, echo_us: float) -> Left:
+    return Left(crud.app_us + crud.db_us - smsq.db_us - echo_us, smsq.app_us - echo_us)
+
+
+def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
+    url = server.create(f"statements_{kind}", migrated=kind == "crud")
+    stored = "sms_messages" if kind == "smsq" else "crud_messages"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if kind == "crud":
+            conn.execute(CRUD_TABLE)
+    database = postmaster(url)
+    senders = senders_file(logs)
+    with served(kind, url, 1, logs) as (base, pid):
+        _, offset = maximum(base, (senders, 0), 3, 2, (pid, database), url)
+        if kind == "smsq":
+            drained(url, timeout=600)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_statements_reset()")
+            before = _count(conn, stored)
+        measured, _ = maximum(base, (senders, offset), seconds, 1, (pid, database), url)
+        if kind == "smsq":
+            drained(url, timeout=600)
+        with psycopg.connect(url, autocommit=True) as conn:
+            messages = _count(conn, stored) - before
+            rows = conn.execute(_STATEMENTS).fetchall()
+    groups: dict[str, tuple[float, float]] = {}
+    for query, ms, wal in rows:
+        name = group_of(query)
+        if name is not None:
+            us, bytes_ = groups.get(name, (0.0, 0.0))
+            groups[name] = (us + float(ms) * 1e3 / messages, bytes_ + float(wal) / messages)
+    requests = measured.run.requests
+    return Reading(
+        measured.run.rps,
+        measured.app_cpu / requests * 1e6,
+        (measured.db_cpu or 0.0) / requests * 1e6,
+        messages,
+        groups,
+    )
+
+
+def _count(conn: psycopg.Connection[Any], table_name: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table_name}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def echo_cost(seconds: float, logs: Path) -> float:
+    """Echo's app CPU a request at its maximum."""
+    with served("echo", None, 1, logs) as (base, pid):
+        measured, _ = maximum(base, (senders_file(logs), 0), seconds, 1, (pid, None), None)
+    return measured.app_cpu / measured.run.requests * 1e6
+
+
+def bench(server: Server, args: Any, logs: Path) -> int:
+    readings: list[tuple[Reading, Reading, float]] = []
+    for number in range(args.readings):
+        order = ("smsq", "crud") if number % 2 == 0 else ("crud", "smsq")
+        got: dict[str, Reading] = {}
+        for kind in order:
+            print(f"reading {number + 1}, {kind} ({load_note()})", flush=True)
+            got[kind] = reading(server, kind, args.seconds, logs)
+        print(f"reading {number + 1}, echo ({load_note()})", flush=True)
+        readings.append((got["smsq"], got["crud"], echo_cost(args.seconds, logs)))
+
+    print()
+    names = [name for name, _ in GROUPS[:-1]] + [OTHER]
+    rows = []
+    for name in names:
+        cells = [r[0].groups.get(name, (0.0, 0.0)) for r in readings]
+        rows.append(
+            [
+                name,
+                " / ".join(f"{us:,.1f}" for us, _ in cells),
+                " / ".join(
+                    f"{us / r[0].statements_us:.0%}"
+                    for (us, _), r in zip(cells, readings, strict=True)
+                ),
+                " / ".join(f"{wal:,.0f}" for _, wal in cells),
+            ]
+        )
+    rows.append(
+        [
+            "all of smsq's statements",
+            " / ".join(f"{r[0].statements_us:,.1f}" for r in readings),
+            "",
+            " / ".join(f"{r[0].wal_bytes:,.0f}" for r in readings),
+        ]
+    )
+    rows.append(
+        [
+            "plain CRUD's statements",
+            " / ".join(f"{r[1].statements_us:,.1f}" for r in readings),
+            "",
+            " / ".join(f"{r[1].wal_bytes:,.0f}" for r in readings),
+        ]
+    )
+    print(
+        f"PostgreSQL's statements a message stored, reading by reading ({args.seconds:g} s maxima):"
+    )
+    print(table(["statement", "µs a message", "share", "WAL bytes a message"], rows))
+    print()
+    rows = []
+    for i, (smsq, crud, echo_us) in enumerate(readings, start=1):
+        left = left_for_own_work(smsq, crud, echo_us)
+        rows.append(
+            [
+                str(i),
+                f"{smsq.rps:,.0f} ({smsq.app_us:,.0f} + {smsq.db_us:,.0f} µs)",
+                f"{crud.rps:,.0f} ({crud.app_us:,.0f} + {crud.db_us:,.0f} µs)",
+                f"{echo_us:,.0f}",
+                f"{smsq.statements_us / crud.statements_us:.1f}x",
+                f"{smsq.db_us / crud.db_us:.1f}x",
+                f"{left.left_us:,.0f}",
+                f"{left.spent_us:,.0f}",
+                f"{left.share:.0%}",
+            ]
+        )
+    print("At plain CRUD's CPU a request, what smsq's own work in the API would have:")
+    print(
+        table(
+            [
+                "reading",
+                "smsq req/s (app + PostgreSQL CPU)",
+                "CRUD req/s",
+                "echo app µs",
+                "statements, smsq / CRUD",
+                "PostgreSQL CPU, smsq / CRUD",
+                "left beyond echo µs",
+                "spent beyond echo µs",
+                "left / spent",
+            ],
+            rows,
+        )
+    )
+    shares = [left_for_own_work(*r).share for r in readings]
+    print(f"left / spent, median {statistics.median(shares):.0%}; after the run: {load_note()}")
+    return 0
+
+
+def main() -> None:
+    parser = arguments(__doc__.split("\n")[0])
+    parser.add_argument("--readings", type=int, help="readings (default 2, 1 with --quick)")
+    parser.add_argument(
+        "--seconds", type=float, help="each maximum's length (default 8, 3 with --quick)"
+    )
+    args = parser.parse_args()
+    args.readings = args.readings or (1 if args.quick else 2)
+    args.seconds = args.seconds or (3 if args.quick else 8)
+    run("PostgreSQL's statements at the ingest maximum", args, bench, ("pg_stat_statements",))
+
+
+if __name__ == "__main__":
+    main()
