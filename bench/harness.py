@@ -140,7 +140,7 @@ def postgres(admin_url: str | None, preload: Sequence[str] = ()) -> Iterator[Ser
             ):
                 conn.execute(
                     sql.SQL("ALTER SYSTEM SET shared_preload_libraries = {}").format(
-                        sql.Literal(",".join(preload))
+                        sql.SQL(", ").join(sql.Literal(name) for name in preload)
                     )
                 )
         with embedded_server(Path(tmp), database="postgres", cleanup="delete") as url:
