@@ -128,8 +128,12 @@ class Maximum(NamedTuple):
     """What the worker's event-loop thread used during the run (None: not read,
     as with several workers)."""
 
+    def us_a_request(self, cpu: float) -> float:
+        """CPU seconds used during the run, in µs a request."""
+        return cpu / self.run.requests * 1e6
+
     def per_request(self, cpu: float | None) -> str:
-        return "n/a" if cpu is None else f"{cpu / self.run.requests * 1e6:,.0f}"
+        return "n/a" if cpu is None else f"{self.us_a_request(cpu):,.0f}"
 
     def loop_waits(self) -> str:
         """The loop thread's waits a request, as a table cell."""

@@ -144,18 +144,18 @@ def turn(
     used = cpu(side) - before
     caught_up(side.url)
     answered = max(1, len(result.latencies))
-    loop, requests = run.loop, run.run.requests
+    loop = run.loop
     return (
         Turn(
             run.run.rps,
-            run.app_cpu / run.run.requests * 1e6,
-            (run.db_cpu or 0.0) / run.run.requests * 1e6,
+            run.us_a_request(run.app_cpu),
+            run.us_a_request(run.db_cpu or 0.0),
             result.percentile(50) * 1e3,
             result.percentile(99) * 1e3,
             pct(watch.lags, 99) * 1e3,
             used / answered * 1e6,
-            None if loop is None else loop.cpu / requests * 1e6,
-            None if loop is None else loop.waits / requests,
+            None if loop is None else run.us_a_request(loop.cpu),
+            None if loop is None else loop.waits / run.run.requests,
         ),
         offset,
     )

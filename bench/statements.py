@@ -163,11 +163,10 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         if name is not None:
             us, bytes_ = groups.get(name, (0.0, 0.0))
             groups[name] = (us + float(ms) * 1e3 / messages, bytes_ + float(wal) / messages)
-    requests = measured.run.requests
     return Reading(
         measured.run.rps,
-        measured.app_cpu / requests * 1e6,
-        (measured.db_cpu or 0.0) / requests * 1e6,
+        measured.us_a_request(measured.app_cpu),
+        measured.us_a_request(measured.db_cpu or 0.0),
         groups,
     )
 
@@ -181,7 +180,7 @@ def echo_cost(seconds: float, logs: Path) -> float:
     """Echo's app CPU a request at its maximum."""
     with served("echo", None, 1, logs) as (base, pid):
         measured, _ = maximum(base, (senders_file(logs), 0), seconds, 1, (pid, None), None)
-    return measured.app_cpu / measured.run.requests * 1e6
+    return measured.us_a_request(measured.app_cpu)
 
 
 def bench(server: Server, args: Any, logs: Path) -> int:
@@ -211,22 +210,18 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 " / ".join(f"{wal:,.0f}" for _, wal in cells),
             ]
         )
-    rows.append(
-        [
-            "all of smsq's statements",
-            " / ".join(f"{r[0].statements_us:,.1f}" for r in readings),
-            "",
-            " / ".join(f"{r[0].wal_bytes:,.0f}" for r in readings),
-        ]
-    )
-    rows.append(
-        [
-            "plain CRUD's statements",
-            " / ".join(f"{r[1].statements_us:,.1f}" for r in readings),
-            "",
-            " / ".join(f"{r[1].wal_bytes:,.0f}" for r in readings),
-        ]
-    )
+    for label, side in (
+        ("all of smsq's statements", [smsq for smsq, _, _ in readings]),
+        ("plain CRUD's statements", [crud for _, crud, _ in readings]),
+    ):
+        rows.append(
+            [
+                label,
+                " / ".join(f"{r.statements_us:,.1f}" for r in side),
+                "",
+                " / ".join(f"{r.wal_bytes:,.0f}" for r in side),
+            ]
+        )
     print(
         f"PostgreSQL's statements a message stored, reading by reading ({args.seconds:g} s maxima):"
     )
