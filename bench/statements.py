@@ -10,8 +10,10 @@ included), smsq's projectors left to fold everything it caused. Every
 statement's time (planning, tracked for this database, and running: wall
 time, waits on locks and for a core included) and the write-ahead log it
 wrote are divided by the messages stored since the reset and grouped by what
-the statement does. Echo's maximum gives the bare cost of decoding and
-answering a request.
+the statement does; the write-ahead log of the same span is read back too
+(`pg_walinspect`) and divided by table: its rows, its indexes' entries and
+the full pages written after a checkpoint. Echo's maximum gives the bare cost
+of decoding and answering a request.
 
 The last table asks what goal 1 (ingest at plain CRUD's rate) leaves smsq's
 own work in the API, if the CPU a request sets the maximum: CRUD's CPU a
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -78,6 +81,22 @@ SELECT pg_stat_statements_reset(
 )
 """
 
+# Every block the write-ahead log changed between two places, by the table it
+# belongs to (an index's, its table's) and whether it is an index. Blocks of
+# other databases (their autovacuum) and of the catalogs PostgreSQL maps by
+# itself have no table here.
+_WAL_BY_TABLE = """
+SELECT coalesce(t.relname, %(other)s), i.indexrelid IS NOT NULL, count(*),
+       sum(b.block_data_length), sum(b.block_fpi_length)
+FROM pg_get_wal_block_info(%(start)s::pg_lsn, %(end)s::pg_lsn, false) AS b
+LEFT JOIN pg_class AS c ON c.relfilenode = b.relfilenode
+    AND b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN pg_index AS i ON i.indexrelid = c.oid
+LEFT JOIN pg_class AS t ON t.oid = coalesce(i.indrelid, c.oid)
+GROUP BY 1, 2
+"""
+OTHER_BLOCKS = "(not this database's tables)"
+
 _STATEMENTS = """
 SELECT regexp_replace(query, '\\s+', ' ', 'g'), total_plan_time + total_exec_time, wal_bytes
 FROM pg_stat_statements
@@ -93,6 +112,42 @@ def group_of(query: str) -> str | None:
     return next((name for name, pattern in GROUPS if re.search(pattern, text)), OTHER)
 
 
+class TableWal(NamedTuple):
+    """The write-ahead log a message stored caused in one table and its indexes."""
+
+    row_bytes: float = 0.0
+    """Changes to the table's own blocks (its rows)."""
+    index_bytes: float = 0.0
+    index_changes: float = 0.0
+    """Changes to index blocks: about one a new entry, more at a page split."""
+    page_bytes: float = 0.0
+    """Whole pages, written at a block's first change after a checkpoint."""
+
+    @property
+    def bytes(self) -> float:
+        return self.row_bytes + self.index_bytes + self.page_bytes
+
+
+def wal_by_table(
+    rows: Iterable[tuple[str, bool, int, int, int]], messages: int
+) -> dict[str, TableWal]:
+    """`_WAL_BY_TABLE`'s rows (table, is an index, blocks, data, full pages), a message."""
+    tables: dict[str, TableWal] = {}
+    for name, is_index, blocks, data, pages in rows:
+        was = tables.get(name, TableWal())
+        data_, pages_ = float(data) / messages, float(pages) / messages
+        tables[name] = (
+            was._replace(
+                index_bytes=was.index_bytes + data_,
+                index_changes=was.index_changes + blocks / messages,
+                page_bytes=was.page_bytes + pages_,
+            )
+            if is_index
+            else was._replace(row_bytes=was.row_bytes + data_, page_bytes=was.page_bytes + pages_)
+        )
+    return tables
+
+
 class Reading(NamedTuple):
     rps: float
     app_us: float
@@ -101,6 +156,11 @@ class Reading(NamedTuple):
     """CPU a request of PostgreSQL's processes during the maximum."""
     groups: dict[str, tuple[float, float]]
     """Statement time (µs) and WAL (bytes) a message stored, by group."""
+    wal: float
+    """All the write-ahead log a message stored, from the reset to the end:
+    the statements', autovacuum's and checkpoints' alike."""
+    tables: dict[str, TableWal]
+    """Of it, by table (empty where `pg_walinspect` cannot be had)."""
 
     @property
     def statements_us(self) -> float:
@@ -138,6 +198,7 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         )
         if kind == "crud":
             conn.execute(CRUD_TABLE)
+        walinspect = _try_walinspect(conn)
     database = postmaster(url)
     if database is None:
         raise SystemExit("bench.statements reads PostgreSQL's CPU: it must run on this machine")
@@ -147,6 +208,7 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         if kind == "smsq":
             drained(url, timeout=600)
         with psycopg.connect(url, autocommit=True) as conn:
+            start = _lsn(conn)
             conn.execute(_RESET)
             before = _count(conn, stored)
         measured, _ = maximum(base, (senders, offset), seconds, 1, (pid, database), url)
@@ -155,8 +217,17 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         with psycopg.connect(url, autocommit=True) as conn:
             messages = _count(conn, stored) - before
             rows = conn.execute(_STATEMENTS).fetchall()
-    if messages == 0 or measured.run.requests == 0:
-        raise SystemExit(f"{kind} stored no message in its maximum: see {logs}")
+            if messages == 0 or measured.run.requests == 0:
+                raise SystemExit(f"{kind} stored no message in its maximum: see {logs}")
+            end = _lsn(conn)
+            diff = conn.execute("SELECT %s::pg_lsn - %s::pg_lsn", (end, start)).fetchone()
+            assert diff is not None
+            span = {"start": start, "end": end, "other": OTHER_BLOCKS}
+            tables = (
+                wal_by_table(conn.execute(_WAL_BY_TABLE, span).fetchall(), messages)
+                if walinspect
+                else {}
+            )
     groups: dict[str, tuple[float, float]] = {}
     for query, ms, wal in rows:
         name = group_of(query)
@@ -168,7 +239,74 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         measured.us_a_request(measured.app_cpu),
         measured.us_a_request(measured.db_cpu or 0.0),
         groups,
+        float(diff[0]) / messages,
+        tables,
     )
+
+
+_WAL_COLUMNS = [
+    "table",
+    "rows' bytes",
+    "indexes' bytes",
+    "index block changes",
+    "whole pages' bytes",
+    "bytes in all",
+]
+
+
+def wal_rows(side: list[Reading]) -> list[list[str]]:
+    """The table's rows: each table of the first reading's, most bytes first,
+    then their sum and the log's whole length (records' headers, commits)."""
+
+    def cells(values: Iterable[float], form: str = ",.0f") -> str:
+        return " / ".join(format(v, form) for v in values)
+
+    def line(name: str, each: list[TableWal]) -> list[str]:
+        return [
+            name,
+            cells(w.row_bytes for w in each),
+            cells(w.index_bytes for w in each),
+            cells((w.index_changes for w in each), ",.1f"),
+            cells(w.page_bytes for w in each),
+            cells(w.bytes for w in each),
+        ]
+
+    first = side[0].tables
+    rows = []
+    for name in sorted(first, key=lambda n: -first[n].bytes):
+        each = [r.tables.get(name, TableWal()) for r in side]
+        if max(w.bytes for w in each) >= 1:
+            rows.append(line(name, each))
+    rows.append(
+        line(
+            "all tables", [TableWal(*map(sum, zip(*r.tables.values(), strict=True))) for r in side]
+        )
+    )
+    rows.append(["the whole log", "", "", "", "", cells(r.wal for r in side)])
+    return rows
+
+
+def _try_walinspect(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server has `pg_walinspect` with its blocks' function (PostgreSQL 16
+    on; a contributed module, not always installed)."""
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    except psycopg.errors.UndefinedFile:
+        row = None
+    else:
+        row = conn.execute(
+            "SELECT to_regprocedure('pg_get_wal_block_info(pg_lsn, pg_lsn, boolean)')"
+        ).fetchone()
+    if row is None or row[0] is None:
+        print("no pg_walinspect with pg_get_wal_block_info here: no write-ahead log by table")
+        return False
+    return True
+
+
+def _lsn(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def _count(conn: psycopg.Connection[Any], table_name: str) -> int:
@@ -210,10 +348,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 " / ".join(f"{wal:,.0f}" for _, wal in cells),
             ]
         )
-    for label, side in (
-        ("all of smsq's statements", [smsq for smsq, _, _ in readings]),
-        ("plain CRUD's statements", [crud for _, crud, _ in readings]),
-    ):
+    smsqs, cruds = [r[0] for r in readings], [r[1] for r in readings]
+    for label, side in (("all of smsq's statements", smsqs), ("plain CRUD's statements", cruds)):
         rows.append(
             [
                 label,
@@ -227,6 +363,11 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     )
     print(table(["statement", "µs a message", "share", "WAL bytes a message"], rows))
     print()
+    for label, side in (("smsq", smsqs), ("plain CRUD", cruds)):
+        if side[0].tables:
+            print(f"{label}: the write-ahead log a message stored, by table, reading by reading:")
+            print(table(_WAL_COLUMNS, wal_rows(side)))
+            print()
     rows = []
     for i, (smsq, crud, echo_us) in enumerate(readings, start=1):
         left = left_for_own_work(smsq, crud, echo_us)

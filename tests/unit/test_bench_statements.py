@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 
 from bench.rounds import _BEHIND
-from bench.statements import _STATEMENTS, OTHER, Reading, group_of, left_for_own_work
+from bench.statements import (
+    _STATEMENTS,
+    OTHER,
+    Reading,
+    TableWal,
+    group_of,
+    left_for_own_work,
+    wal_by_table,
+    wal_rows,
+)
 from commands.event_store import _INSERT as APPEND
 from commands.receive_sms import _REMEMBER, _WINDOW
 from projections.messages import _FOLD as MESSAGES_FOLD
@@ -53,7 +62,7 @@ def test_the_benchmarks_own_statements_are_left_out_and_the_unknown_kept() -> No
 
 
 def reading(app_us: float, db_us: float) -> Reading:
-    return Reading(rps=1_000, app_us=app_us, db_us=db_us, groups={})
+    return Reading(rps=1_000, app_us=app_us, db_us=db_us, groups={}, wal=0.0, tables={})
 
 
 def test_what_crud_cpu_leaves_is_its_cpu_less_smsq_database_and_echo() -> None:
@@ -61,3 +70,33 @@ def test_what_crud_cpu_leaves_is_its_cpu_less_smsq_database_and_echo() -> None:
     assert left.left_us == pytest.approx(431 + 120 - 364 - 166)
     assert left.spent_us == pytest.approx(680 - 166)
     assert left.share == pytest.approx(21 / 514)
+
+
+def test_the_log_is_divided_by_table_an_index_counted_with_its_table() -> None:
+    tables = wal_by_table(
+        [
+            ("events", False, 200, 114_000, 800),
+            ("events", True, 1_000, 60_000, 1_600),
+            ("sender_window", False, 100, 7_000, 0),
+        ],
+        messages=100,
+    )
+    assert tables["events"] == TableWal(
+        row_bytes=1_140, index_bytes=600, index_changes=10, page_bytes=24
+    )
+    assert tables["events"].bytes == pytest.approx(1_764)
+    assert tables["sender_window"] == TableWal(row_bytes=70)
+
+
+def test_the_log_table_lists_the_first_readings_tables_by_size_then_the_totals() -> None:
+    def side(tables: dict[str, TableWal], wal: float) -> Reading:
+        return Reading(rps=1, app_us=1, db_us=1, groups={}, wal=wal, tables=tables)
+
+    first = side({"small": TableWal(row_bytes=10), "big": TableWal(index_bytes=900)}, 1_000)
+    second = side({"big": TableWal(index_bytes=800), "new": TableWal(row_bytes=5)}, 900)
+    rows = wal_rows([first, second])
+    assert [row[0] for row in rows] == ["big", "small", "all tables", "the whole log"]
+    assert rows[0][2] == "900 / 800"
+    assert rows[1][1] == "10 / 0"
+    assert rows[2][-1] == "910 / 805"
+    assert rows[3][-1] == "1,000 / 900"
