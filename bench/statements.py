@@ -11,9 +11,9 @@ statement's time (planning, tracked for this database, and running: wall
 time, waits on locks and for a core included) and the write-ahead log it
 wrote are divided by the messages stored since the reset and grouped by what
 the statement does; the write-ahead log of the same span is read back too
-(`pg_walinspect`) and divided by table: its rows, its indexes' entries and
-the full pages written after a checkpoint. Echo's maximum gives the bare cost
-of decoding and answering a request.
+(`pg_walinspect`) and divided by table (its rows, its indexes' entries and
+the whole pages written after a checkpoint) and by kind of record. Echo's
+maximum gives the bare cost of decoding and answering a request.
 
 The last table asks what goal 1 (ingest at plain CRUD's rate) leaves smsq's
 own work in the API, if the CPU a request sets the maximum: CRUD's CPU a
@@ -72,6 +72,7 @@ LEFT_OUT = (
     "SELECT count(*) FROM crud_messages",
     "SELECT count(*) FROM projection_checkpoints AS c CROSS JOIN LATERAL",
     "SELECT regexp_replace(query,",
+    "SELECT pg_current_wal_",
 )
 
 # This database's statistics only: others on the server keep theirs.
@@ -81,21 +82,39 @@ SELECT pg_stat_statements_reset(
 )
 """
 
-# Every block the write-ahead log changed between two places, by the table it
-# belongs to (an index's, its table's) and whether it is an index. Blocks of
-# other databases (their autovacuum) and of the catalogs PostgreSQL maps by
-# itself have no table here.
+# Every block of this database (and of the catalogs all databases share) that
+# the write-ahead log changed between two places, by the table it belongs to
+# (an index's or a TOAST table's, its table's) and whether it is an index.
+# Blocks of a relation gone since (dropped, or rewritten) have no table.
 _WAL_BY_TABLE = """
-SELECT coalesce(t.relname, %(other)s), i.indexrelid IS NOT NULL, count(*),
+WITH here AS (SELECT oid, dattablespace FROM pg_database WHERE datname = current_database()),
+blocks AS (
+    SELECT pg_filenode_relation(
+               CASE b.reltablespace WHEN here.dattablespace THEN 0 ELSE b.reltablespace END,
+               b.relfilenode
+           ) AS rel,
+           b.block_data_length, b.block_fpi_length
+    FROM pg_get_wal_block_info(%(start)s::pg_lsn, %(end)s::pg_lsn, false) AS b, here
+    WHERE b.reldatabase IN (0, here.oid)
+)
+SELECT coalesce(owner.relname, t.relname, %(gone)s), i.indexrelid IS NOT NULL, count(*),
        sum(b.block_data_length), sum(b.block_fpi_length)
-FROM pg_get_wal_block_info(%(start)s::pg_lsn, %(end)s::pg_lsn, false) AS b
-LEFT JOIN pg_class AS c ON c.relfilenode = b.relfilenode
-    AND b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-LEFT JOIN pg_index AS i ON i.indexrelid = c.oid
-LEFT JOIN pg_class AS t ON t.oid = coalesce(i.indrelid, c.oid)
+FROM blocks AS b
+LEFT JOIN pg_index AS i ON i.indexrelid = b.rel
+LEFT JOIN pg_class AS t ON t.oid = coalesce(i.indrelid, b.rel)
+LEFT JOIN pg_class AS owner ON owner.reltoastrelid = t.oid
 GROUP BY 1, 2
 """
-OTHER_BLOCKS = "(not this database's tables)"
+GONE = "(a relation gone since)"
+
+# The log's records between two places, by kind: PostgreSQL's own names
+# (Btree/INSERT_LEAF: an index entry; Heap/UPDATE: a row's new version that
+# needed new index entries, Heap/HOT_UPDATE one that did not).
+_WAL_RECORDS = """
+SELECT "resource_manager/record_type", count, combined_size
+FROM pg_get_wal_stats(%(start)s::pg_lsn, %(end)s::pg_lsn, true)
+WHERE count > 0
+"""
 
 _STATEMENTS = """
 SELECT regexp_replace(query, '\\s+', ' ', 'g'), total_plan_time + total_exec_time, wal_bytes
@@ -157,10 +176,12 @@ class Reading(NamedTuple):
     groups: dict[str, tuple[float, float]]
     """Statement time (µs) and WAL (bytes) a message stored, by group."""
     wal: float
-    """All the write-ahead log a message stored, from the reset to the end:
-    the statements', autovacuum's and checkpoints' alike."""
+    """All the write-ahead log a message stored, from the reset until the
+    projectors are done: the statements', autovacuum's and checkpoints' alike."""
     tables: dict[str, TableWal]
     """Of it, by table (empty where `pg_walinspect` cannot be had)."""
+    records: dict[str, tuple[float, float]]
+    """Its records a message and their bytes a message, by kind (empty likewise)."""
 
     @property
     def statements_us(self) -> float:
@@ -198,7 +219,7 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         )
         if kind == "crud":
             conn.execute(CRUD_TABLE)
-        walinspect = _try_walinspect(conn)
+        walinspect = try_walinspect(conn)
     database = postmaster(url)
     if database is None:
         raise SystemExit("bench.statements reads PostgreSQL's CPU: it must run on this machine")
@@ -208,10 +229,12 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         if kind == "smsq":
             drained(url, timeout=600)
         with psycopg.connect(url, autocommit=True) as conn:
-            start = _lsn(conn)
+            # The statistics a measured maximum needs, made before the span.
+            conn.execute("ANALYZE")
+            start = lsn(conn, "pg_current_wal_insert_lsn")
             conn.execute(_RESET)
             before = _count(conn, stored)
-        measured, _ = maximum(base, (senders, offset), seconds, 1, (pid, database), url)
+        measured, _ = maximum(base, (senders, offset), seconds, 1, (pid, database), None)
         if kind == "smsq":
             drained(url, timeout=600)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -219,15 +242,13 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
             rows = conn.execute(_STATEMENTS).fetchall()
             if messages == 0 or measured.run.requests == 0:
                 raise SystemExit(f"{kind} stored no message in its maximum: see {logs}")
-            end = _lsn(conn)
+            # What is written is read back only once it is on disk.
+            end = lsn(conn, "pg_current_wal_flush_lsn")
             diff = conn.execute("SELECT %s::pg_lsn - %s::pg_lsn", (end, start)).fetchone()
             assert diff is not None
-            span = {"start": start, "end": end, "other": OTHER_BLOCKS}
-            tables = (
-                wal_by_table(conn.execute(_WAL_BY_TABLE, span).fetchall(), messages)
-                if walinspect
-                else {}
-            )
+            tables, records = wal_of(conn, start, end, messages) if walinspect else ({}, {})
+    # Nothing of it (its autovacuum) is to run into the next reading's span.
+    server.drop(url)
     groups: dict[str, tuple[float, float]] = {}
     for query, ms, wal in rows:
         name = group_of(query)
@@ -241,6 +262,7 @@ def reading(server: Server, kind: str, seconds: float, logs: Path) -> Reading:
         groups,
         float(diff[0]) / messages,
         tables,
+        records,
     )
 
 
@@ -258,17 +280,14 @@ def wal_rows(side: list[Reading]) -> list[list[str]]:
     """The table's rows: each table of the first reading's, most bytes first,
     then their sum and the log's whole length (records' headers, commits)."""
 
-    def cells(values: Iterable[float], form: str = ",.0f") -> str:
-        return " / ".join(format(v, form) for v in values)
-
     def line(name: str, each: list[TableWal]) -> list[str]:
         return [
             name,
-            cells(w.row_bytes for w in each),
-            cells(w.index_bytes for w in each),
-            cells((w.index_changes for w in each), ",.1f"),
-            cells(w.page_bytes for w in each),
-            cells(w.bytes for w in each),
+            _cells(w.row_bytes for w in each),
+            _cells(w.index_bytes for w in each),
+            _cells((w.index_changes for w in each), ",.1f"),
+            _cells(w.page_bytes for w in each),
+            _cells(w.bytes for w in each),
         ]
 
     first = side[0].tables
@@ -282,16 +301,36 @@ def wal_rows(side: list[Reading]) -> list[list[str]]:
             "all tables", [TableWal(*map(sum, zip(*r.tables.values(), strict=True))) for r in side]
         )
     )
-    rows.append(["the whole log", "", "", "", "", cells(r.wal for r in side)])
+    rows.append(["the whole log", "", "", "", "", _cells(r.wal for r in side)])
     return rows
 
 
-def _try_walinspect(conn: psycopg.Connection[Any]) -> bool:
+def record_rows(side: list[Reading], most: int = 10) -> list[list[str]]:
+    """The `most` kinds of record with the most bytes in the first reading, then
+    every record together."""
+    first = side[0].records
+    rows = []
+    for kind in sorted(first, key=lambda k: -first[k][1])[:most]:
+        each = [r.records.get(kind, (0.0, 0.0)) for r in side]
+        rows.append([kind, _cells((n for n, _ in each), ",.2f"), _cells(b for _, b in each)])
+    totals = [tuple(map(sum, zip(*r.records.values(), strict=True))) or (0, 0) for r in side]
+    rows.append(
+        ["all records", _cells((n for n, _ in totals), ",.2f"), _cells(b for _, b in totals)]
+    )
+    return rows
+
+
+def _cells(values: Iterable[float], form: str = ",.0f") -> str:
+    """One cell for the readings' values."""
+    return " / ".join(format(v, form) for v in values)
+
+
+def try_walinspect(conn: psycopg.Connection[Any]) -> bool:
     """Whether the server has `pg_walinspect` with its blocks' function (PostgreSQL 16
     on; a contributed module, not always installed)."""
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    except psycopg.errors.UndefinedFile:
+    except (psycopg.errors.UndefinedFile, psycopg.errors.InsufficientPrivilege):
         row = None
     else:
         row = conn.execute(
@@ -303,8 +342,22 @@ def _try_walinspect(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def _lsn(conn: psycopg.Connection[Any]) -> str:
-    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+def wal_of(
+    conn: psycopg.Connection[Any], start: str, end: str, messages: int
+) -> tuple[dict[str, TableWal], dict[str, tuple[float, float]]]:
+    """The log between `start` and `end` (`pg_walinspect`), a message: by table, and
+    its records by kind."""
+    span = {"start": start, "end": end, "gone": GONE}
+    tables = wal_by_table(conn.execute(_WAL_BY_TABLE, span).fetchall(), messages)
+    records = {
+        kind: (count / messages, float(size) / messages)
+        for kind, count, size in conn.execute(_WAL_RECORDS, span).fetchall()
+    }
+    return tables, records
+
+
+def lsn(conn: psycopg.Connection[Any], function: str) -> str:
+    row = conn.execute(f"SELECT {function}()::text").fetchone()
     assert row is not None
     return str(row[0])
 
@@ -367,6 +420,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
         if side[0].tables:
             print(f"{label}: the write-ahead log a message stored, by table, reading by reading:")
             print(table(_WAL_COLUMNS, wal_rows(side)))
+            print(f"{label}: its records a message, by kind:")
+            print(table(["record", "records a message", "bytes a message"], record_rows(side)))
             print()
     rows = []
     for i, (smsq, crud, echo_us) in enumerate(readings, start=1):

@@ -13,6 +13,7 @@ from bench.statements import (
     TableWal,
     group_of,
     left_for_own_work,
+    record_rows,
     wal_by_table,
     wal_rows,
 )
@@ -62,7 +63,7 @@ def test_the_benchmarks_own_statements_are_left_out_and_the_unknown_kept() -> No
 
 
 def reading(app_us: float, db_us: float) -> Reading:
-    return Reading(rps=1_000, app_us=app_us, db_us=db_us, groups={}, wal=0.0, tables={})
+    return Reading(rps=1_000, app_us=app_us, db_us=db_us, groups={}, wal=0.0, tables={}, records={})
 
 
 def test_what_crud_cpu_leaves_is_its_cpu_less_smsq_database_and_echo() -> None:
@@ -72,7 +73,7 @@ def test_what_crud_cpu_leaves_is_its_cpu_less_smsq_database_and_echo() -> None:
     assert left.share == pytest.approx(21 / 514)
 
 
-def test_the_log_is_divided_by_table_an_index_counted_with_its_table() -> None:
+def test_the_blocks_of_a_table_and_its_indexes_add_up_to_its_figures_a_message() -> None:
     tables = wal_by_table(
         [
             ("events", False, 200, 114_000, 800),
@@ -90,7 +91,7 @@ def test_the_log_is_divided_by_table_an_index_counted_with_its_table() -> None:
 
 def test_the_log_table_lists_the_first_readings_tables_by_size_then_the_totals() -> None:
     def side(tables: dict[str, TableWal], wal: float) -> Reading:
-        return Reading(rps=1, app_us=1, db_us=1, groups={}, wal=wal, tables=tables)
+        return Reading(rps=1, app_us=1, db_us=1, groups={}, wal=wal, tables=tables, records={})
 
     first = side({"small": TableWal(row_bytes=10), "big": TableWal(index_bytes=900)}, 1_000)
     second = side({"big": TableWal(index_bytes=800), "new": TableWal(row_bytes=5)}, 900)
@@ -100,3 +101,16 @@ def test_the_log_table_lists_the_first_readings_tables_by_size_then_the_totals()
     assert rows[1][1] == "10 / 0"
     assert rows[2][-1] == "910 / 805"
     assert rows[3][-1] == "1,000 / 900"
+
+
+def test_the_records_table_lists_the_kinds_with_most_bytes_then_all_records() -> None:
+    def side(records: dict[str, tuple[float, float]]) -> Reading:
+        return Reading(rps=1, app_us=1, db_us=1, groups={}, wal=0.0, tables={}, records=records)
+
+    first = side({"Heap/INSERT": (4.0, 1_400.0), "Btree/INSERT_LEAF": (22.0, 1_900.0)})
+    second = side({"Btree/INSERT_LEAF": (21.5, 1_850.0), "Heap/INSERT": (3.9, 1_380.0)})
+    rows = record_rows([first, second], most=1)
+    assert rows == [
+        ["Btree/INSERT_LEAF", "22.00 / 21.50", "1,900 / 1,850"],
+        ["all records", "26.00 / 25.40", "3,300 / 3,230"],
+    ]
