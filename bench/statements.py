@@ -63,16 +63,15 @@ GROUPS = (
     (CRUD, r"INSERT INTO crud_messages\b"),
 )
 OTHER = "the rest"
-# The benchmark's own: the analysis before a maximum, the reset, its counts,
-# its wait for the projectors (bench.rounds), this read of the statistics.
+# The benchmark's own after the reset (its analysis and its reading of the
+# log's place come before): the reset, its counts, its wait for the
+# projectors (bench.rounds), this read of the statistics.
 LEFT_OUT = (
-    "ANALYZE",
     "SELECT pg_stat_statements_reset(",
     "SELECT count(*) FROM sms_messages",
     "SELECT count(*) FROM crud_messages",
     "SELECT count(*) FROM projection_checkpoints AS c CROSS JOIN LATERAL",
     "SELECT regexp_replace(query,",
-    "SELECT pg_current_wal_",
 )
 
 # This database's statistics only: others on the server keep theirs.
@@ -87,12 +86,9 @@ SELECT pg_stat_statements_reset(
 # (an index's or a TOAST table's, its table's) and whether it is an index.
 # Blocks of a relation gone since (dropped, or rewritten) have no table.
 _WAL_BY_TABLE = """
-WITH here AS (SELECT oid, dattablespace FROM pg_database WHERE datname = current_database()),
+WITH here AS (SELECT oid FROM pg_database WHERE datname = current_database()),
 blocks AS (
-    SELECT pg_filenode_relation(
-               CASE b.reltablespace WHEN here.dattablespace THEN 0 ELSE b.reltablespace END,
-               b.relfilenode
-           ) AS rel,
+    SELECT pg_filenode_relation(b.reltablespace, b.relfilenode) AS rel,
            b.block_data_length, b.block_fpi_length
     FROM pg_get_wal_block_info(%(start)s::pg_lsn, %(end)s::pg_lsn, false) AS b, here
     WHERE b.reldatabase IN (0, here.oid)
@@ -177,11 +173,13 @@ class Reading(NamedTuple):
     """Statement time (µs) and WAL (bytes) a message stored, by group."""
     wal: float
     """All the write-ahead log a message stored, from the reset until the
-    projectors are done: the statements', autovacuum's and checkpoints' alike."""
+    projectors are done: the whole server's (on the embedded server, this
+    reading's database alone works), autovacuum's and checkpoints' too."""
     tables: dict[str, TableWal]
     """Of it, by table (empty where `pg_walinspect` cannot be had)."""
     records: dict[str, tuple[float, float]]
-    """Its records a message and their bytes a message, by kind (empty likewise)."""
+    """Its records a message and their bytes a message, by kind, the whole
+    server's like `wal` (empty where `tables` is)."""
 
     @property
     def statements_us(self) -> float:
@@ -330,7 +328,11 @@ def try_walinspect(conn: psycopg.Connection[Any]) -> bool:
     on; a contributed module, not always installed)."""
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    except (psycopg.errors.UndefinedFile, psycopg.errors.InsufficientPrivilege):
+    except (
+        psycopg.errors.FeatureNotSupported,  # not installed (PostgreSQL 15 on)
+        psycopg.errors.UndefinedFile,  # not installed (before)
+        psycopg.errors.InsufficientPrivilege,
+    ):
         row = None
     else:
         row = conn.execute(

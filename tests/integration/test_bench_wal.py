@@ -9,25 +9,31 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bench.statements import lsn, try_walinspect, wal_of
+from bench.statements import GONE, lsn, try_walinspect, wal_of
 from tests.support.postgres import OwnServer, cluster_dir
 
 ROWS = 100
 
 
 @pytest.fixture(scope="module")
-def durable() -> Iterator[psycopg.Connection[object]]:
+def server() -> Iterator[OwnServer]:
     """A server of this module's own with PostgreSQL's durable defaults, as the
     benchmarks run it (the suite's servers write no whole pages and flush no
-    commit), with pg_walinspect."""
+    commit)."""
     with cluster_dir() as workdir:
-        server = OwnServer(workdir)
+        own = OwnServer(workdir)
         try:
-            with psycopg.connect(server.admin_url, autocommit=True) as conn:
-                assert try_walinspect(conn), "the embedded server comes with pg_walinspect"
-                yield conn
+            yield own
         finally:
-            server.close()
+            own.close()
+
+
+@pytest.fixture(scope="module")
+def durable(server: OwnServer) -> Iterator[psycopg.Connection[object]]:
+    """A connection to it, with pg_walinspect."""
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        assert try_walinspect(conn), "the embedded server comes with pg_walinspect"
+        yield conn
 
 
 def test_a_tables_log_is_its_rows_its_indexes_and_its_toast(
@@ -72,3 +78,21 @@ def test_the_first_change_after_a_checkpoint_writes_the_whole_page(
     tables, _ = wal_of(conn, start, lsn(conn, "pg_current_wal_flush_lsn"), 1)
     # The heap page (8 kB, less the free space PostgreSQL leaves out of the image).
     assert tables["paged"].page_bytes > 1_000
+
+
+def test_only_this_databases_blocks_and_the_shared_catalogs_count(
+    server: OwnServer, durable: psycopg.Connection[object]
+) -> None:
+    conn = durable
+    start = lsn(conn, "pg_current_wal_insert_lsn")
+    conn.execute("CREATE DATABASE elsewhere")  # a row of pg_database, shared by all
+    with psycopg.connect(server.url("elsewhere"), autocommit=True) as other:
+        other.execute("CREATE TABLE busy (body text)")
+        other.execute("INSERT INTO busy SELECT repeat('y', 1000) FROM generate_series(1, 1000)")
+    conn.execute("CREATE TABLE here (id int)")  # rows of this database's pg_class, mapped
+    tables, _ = wal_of(conn, start, lsn(conn, "pg_current_wal_flush_lsn"), 1)
+    assert "pg_database" in tables
+    assert "pg_class" in tables
+    assert GONE not in tables
+    # The other database wrote a megabyte and more in the span, counted nowhere.
+    assert sum(w.bytes for w in tables.values()) < 100_000

@@ -51,7 +51,6 @@ def test_the_counters_fold_is_found_with_its_names_quoted() -> None:
 
 
 def test_the_benchmarks_own_statements_are_left_out_and_the_unknown_kept() -> None:
-    assert group_of("ANALYZE") is None
     assert group_of("SELECT count(*) FROM sms_messages") is None
     assert (
         group_of("SELECT pg_stat_statements_reset($1, (SELECT oid FROM pg_database), $2)") is None
