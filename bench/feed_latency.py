@@ -45,6 +45,7 @@ from bench.harness import (
     run,
     table,
     verdict,
+    written,
 )
 from bench.ingest import caught_up, maximum, senders_file, served
 
@@ -155,21 +156,6 @@ class HalfLoad(NamedTuple):
     wal_bytes: int
     transactions: int
     """Written by the server from the writer's start until all was folded and sealed."""
-
-
-# What the server has written: the WAL position, and the next transaction id
-# (each transaction that writes takes one; reading ones take none). Both are
-# the whole server's, which on the embedded server is the benchmark's alone.
-_WRITTEN = """
-SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_snapshot_xmax(pg_current_snapshot())::text
-"""
-
-
-def written(url: str) -> tuple[int, int]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(_WRITTEN).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
 
 
 async def write(

@@ -249,6 +249,37 @@ def loop_use(process: psutil.Process) -> LoopUse | None:
     return LoopUse(main.user_time + main.system_time, waits)
 
 
+# What the server has written: the WAL position, and the next transaction id
+# (each transaction that writes takes one; reading ones take none). Both are
+# the whole server's, which on the embedded server is the benchmark's alone.
+_WRITTEN = """
+SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_snapshot_xmax(pg_current_snapshot())::text
+"""
+
+
+def written(url: str) -> tuple[int, int]:
+    """The server's WAL position in bytes, and the next transaction id."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(_WRITTEN).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def tree_waits(pid: int) -> int:
+    """Times the threads of a process and its children (alive ones) have given
+    up the processor to wait so far: for the network, a disk, a lock, or a
+    wake-up from another thread. 0 where the system does not count them."""
+    total = 0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                for task in Path(f"/proc/{process.pid}/task").iterdir():
+                    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                        total += voluntary_switches((task / "status").read_text())
+    return total
+
+
 def voluntary_switches(status: str) -> int:
     """The `voluntary_ctxt_switches` count of a /proc `status` file."""
     for line in status.splitlines():

@@ -44,8 +44,10 @@ from bench.harness import (
     run,
     table,
     tree_cpu_seconds,
+    tree_waits,
     verdict,
     wait_http,
+    written,
 )
 from bench.wrk import Run, wrk
 from tests.support.servers import SMSQ
@@ -127,6 +129,12 @@ class Maximum(NamedTuple):
     loop: LoopUse | None
     """What the worker's event-loop thread used during the run (None: not read,
     as with several workers)."""
+    waits: int = 0
+    """Times the threads of the server and of PostgreSQL (when on this machine)
+    gave up the processor to wait during the run: wake-ups, each a hand-over."""
+    transactions: int | None = None
+    """Writing transactions the server's database took during the run (None:
+    not read, without the database's URL)."""
 
     def us_a_request(self, cpu: float) -> float:
         """CPU seconds used during the run, in µs a request."""
@@ -134,6 +142,16 @@ class Maximum(NamedTuple):
 
     def per_request(self, cpu: float | None) -> str:
         return "n/a" if cpu is None else f"{self.us_a_request(cpu):,.0f}"
+
+    def waits_a_request(self) -> str:
+        """The server's and PostgreSQL's waits a request, as a table cell."""
+        return f"{self.waits / self.run.requests:.1f}"
+
+    def transactions_a_request(self) -> str:
+        """Writing transactions a request, as a table cell."""
+        if self.transactions is None:
+            return "n/a"
+        return f"{self.transactions / self.run.requests:.2f}"
 
     def loop_waits(self) -> str:
         """The loop thread's waits a request, as a table cell."""
@@ -169,11 +187,15 @@ def maximum(
         # tables that were empty) stay until then. Measure the steady state.
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("ANALYZE")
+    # Read before the other readings start, and after they end: its connection
+    # is not the server's work.
+    xid = written(database_url)[1] if database_url else None
     server, database = pids
     loop = event_loop(server)
     start = None if loop is None else loop_use(loop)
     sampler = profile.record(server, seconds, spy) if spy else None
     app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
+    waits = both_waits(server, database)
     read = disk_read()
     try:
         run = wrk(
@@ -188,9 +210,17 @@ def maximum(
             sampler.wait()
     app = tree_cpu_seconds(server) - app
     db = tree_cpu_seconds(database) - db if database and db is not None else None
+    waits = both_waits(server, database) - waits
     end = None if loop is None else loop_use(loop)
     looped = None if start is None or end is None else end.since(start)
-    return Maximum(run, app, db, disk_read() - read, looped), offset + run.requests + SKIP
+    transactions = written(database_url)[1] - xid if database_url and xid is not None else None
+    measured = Maximum(run, app, db, disk_read() - read, looped, waits, transactions)
+    return measured, offset + run.requests + SKIP
+
+
+def both_waits(server: int, database: int | None) -> int:
+    """The waits so far of the server's threads and PostgreSQL's (see `tree_waits`)."""
+    return tree_waits(server) + (tree_waits(database) if database else 0)
 
 
 class Watch:
@@ -201,6 +231,8 @@ class Watch:
         self.pending: dict[UUID, float] = {}
         self.lags: list[float] = []
         self.closing = False
+        self.polls = 0
+        """Queries sent: each wakes the PostgreSQL process that answers it once."""
 
     def on_response(self, i: int, status: int, body: bytes, at: float) -> None:
         if status == 201 and i % WATCH_EVERY == 0:
@@ -218,6 +250,7 @@ class Watch:
                     break
                 if self.pending:
                     polled = loop.time()
+                    self.polls += 1
                     cur = await conn.execute(
                         "SELECT id FROM sms_messages WHERE id = ANY(%s)", (list(self.pending),)
                     )
@@ -317,6 +350,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     database = postmaster(smsq_url)
     halves: dict[str, openloop.Result] = {}
     half_cpu: dict[str, float] = {}
+    half_waits: dict[str, int] = {}
+    half_transactions: dict[str, int] = {}
     watch = Watch(smsq_url)
     missing = 0
     behind = 0
@@ -340,13 +375,18 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                     caught_up(smsq_url)
                 rate = statistics.median(m.run.rps for m in rounds[kind]) / 2
                 print(f"{kind}: open loop at {rate:,.0f}/s ({load_note()})", flush=True)
-                busy = tree_cpu_seconds(pid)
+                assert url is not None
+                busy, waits, polls = tree_cpu_seconds(pid), both_waits(pid, database), watch.polls
+                xid = written(url)[1]
                 halves[kind], missed = asyncio.run(
                     half_load(
                         base, rate, half_seconds, half_senders, watch if kind == "smsq" else None
                     )
                 )
                 half_cpu[kind] = tree_cpu_seconds(pid) - busy
+                # Less the lag watcher's own: one a poll, of the process answering it.
+                half_waits[kind] = both_waits(pid, database) - waits - (watch.polls - polls)
+                half_transactions[kind] = written(url)[1] - xid
                 missing += missed
     maxima = {kind: median_run(runs) for kind, runs in rounds.items()}
     runs = {kind: m.run for kind, m in maxima.items()}
@@ -370,6 +410,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 m.per_request(None if m.loop is None else m.loop.cpu),
                 m.loop_waits(),
                 m.per_request(m.db_cpu),
+                m.waits_a_request(),
+                m.transactions_a_request(),
                 ratio(runs["smsq"].rps, r.rps),
                 " / ".join(f"{x.run.rps:,.0f}" for x in rounds[kind]),
             ]
@@ -390,6 +432,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 "event loop CPU us/req",
                 "loop waits/req",
                 "PostgreSQL CPU us/req",
+                "waits/req",
+                "writing transactions/req",
                 "smsq / this",
                 "req/s by round",
             ],
@@ -410,6 +454,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 h.sent - h.statuses.get(201, 0),
                 f"{100 * half_cpu[kind] / h.elapsed:.0f} %",
                 f"{half_cpu[kind] / max(1, h.sent) * 1e6:,.0f}",
+                f"{half_waits[kind] / max(1, h.sent):.1f}",
+                f"{half_transactions[kind] / max(1, h.sent):.2f}",
                 f"{100 * h.cpu_share:.0f} %",
             ]
         )
@@ -425,6 +471,8 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 "not 201",
                 "server CPU (of one core)",
                 "app CPU us/req",
+                "waits/req",
+                "writing transactions/req",
                 "generator CPU",
             ],
             rows,

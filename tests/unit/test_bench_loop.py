@@ -1,5 +1,6 @@
 """The benchmarks read the event-loop thread of the server they measure: its CPU
-and how often it waited (for the network, or for the interpreter's lock)."""
+and how often it waited (for the network, or for the interpreter's lock); and
+the waits of every thread of a server and its children."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 import psutil
 import pytest
 
-from bench.harness import LoopUse, event_loop, loop_use, voluntary_switches
+from bench.harness import LoopUse, event_loop, loop_use, tree_waits, voluntary_switches
 from bench.pair import Turn, loop_median
 
 STATUS = """Name:\tsmsq
@@ -92,6 +93,35 @@ def test_a_thread_that_sleeps_is_counted_waiting_and_one_that_computes_is_not() 
     assert slept is not None
     assert slept.since(computed).waits >= 20
     assert computed.since(before).waits < 20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts from /proc")
+def test_a_servers_waits_count_its_childrens_threads() -> None:
+    # The parent sleeps through; its child wakes 300 times a millisecond apart.
+    child = "import time\nfor _ in range(300): time.sleep(0.001)\ntime.sleep(60)"
+    code = (
+        "import subprocess, sys, time\n"
+        f"kid = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as proc:
+        parent = psutil.Process(proc.pid)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"ready\n"
+            before = tree_waits(proc.pid)
+            time.sleep(1.0)
+            assert tree_waits(proc.pid) - before >= 200
+        finally:
+            for process in [*parent.children(), parent]:
+                process.kill()
+
+
+def test_waits_of_a_process_that_is_gone_are_none() -> None:
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as proc:
+        proc.wait()
+    assert tree_waits(proc.pid) == 0
 
 
 def turn(loop_us: float | None) -> Turn:

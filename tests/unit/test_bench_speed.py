@@ -46,3 +46,9 @@ def test_speed_is_the_median_of_each_run_over_its_own_control() -> None:
 def test_no_database_cpu_when_one_run_could_not_see_it() -> None:
     pairs = [(maximum(1_000), maximum(1_000)), (maximum(1_000, db_cpu=None), maximum(1_000))]
     assert ingest_figures(pairs, drains=[0.1, 0.1])["db_cpu_us"] is None
+
+
+def test_a_maximums_waits_and_writing_transactions_are_given_a_request() -> None:
+    read = maximum(100)._replace(waits=6_000, transactions=210)
+    assert (read.waits_a_request(), read.transactions_a_request()) == ("6.0", "0.21")
+    assert maximum(100).transactions_a_request() == "n/a"
