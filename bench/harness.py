@@ -250,8 +250,10 @@ def loop_use(process: psutil.Process) -> LoopUse | None:
 
 
 # What the server has written: the WAL position, and the next transaction id
-# (each transaction that writes takes one; reading ones take none). Both are
-# the whole server's, which on the embedded server is the benchmark's alone.
+# (each transaction that changes or locks a row, or sends a notification,
+# takes one and ends with a commit record written to disk; reading ones take
+# none). Both are the whole server's, which on the embedded server is the
+# benchmark's alone.
 _WRITTEN = """
 SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_snapshot_xmax(pg_current_snapshot())::text
 """
@@ -265,18 +267,33 @@ def written(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def tree_waits(pid: int) -> int:
-    """Times the threads of a process and its children (alive ones) have given
-    up the processor to wait so far: for the network, a disk, a lock, or a
-    wake-up from another thread. 0 where the system does not count them."""
-    total = 0
+def thread_waits(pid: int) -> dict[int, int] | None:
+    """Each thread's waits so far, by thread id, for a process and its children
+    (alive ones): the times it gave up the processor to wait, for the network,
+    a disk, a lock, or a wake-up from another thread. None where the system
+    does not count them (Linux does, in /proc)."""
+    if not Path("/proc/self/task").is_dir():
+        return None
+    counts: dict[int, int] = {}
     with contextlib.suppress(psutil.NoSuchProcess):
         root = psutil.Process(pid)
         for process in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 for task in Path(f"/proc/{process.pid}/task").iterdir():
                     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                        total += voluntary_switches((task / "status").read_text())
+                        counts[int(task.name)] = voluntary_switches((task / "status").read_text())
+    return counts
+
+
+def waits_since(before: Mapping[int, int], after: Mapping[int, int]) -> int:
+    """The waits between two readings of `thread_waits`, of the threads alive at
+    the second: each since the first, or since it began. A thread that ended
+    between them is not counted (its last count is gone with it)."""
+    total = 0
+    for thread, count in after.items():
+        earlier = before.get(thread, 0)
+        # A lower count is another thread that took a finished one's id.
+        total += count - earlier if count >= earlier else count
     return total
 
 

@@ -43,10 +43,11 @@ from bench.harness import (
     ratio,
     run,
     table,
+    thread_waits,
     tree_cpu_seconds,
-    tree_waits,
     verdict,
     wait_http,
+    waits_since,
     written,
 )
 from bench.wrk import Run, wrk
@@ -129,12 +130,13 @@ class Maximum(NamedTuple):
     loop: LoopUse | None
     """What the worker's event-loop thread used during the run (None: not read,
     as with several workers)."""
-    waits: int = 0
+    waits: int | None = None
     """Times the threads of the server and of PostgreSQL (when on this machine)
-    gave up the processor to wait during the run: wake-ups, each a hand-over."""
+    gave up the processor to wait during the run: wake-ups, each a hand-over
+    (None: not counted, off Linux)."""
     transactions: int | None = None
-    """Writing transactions the server's database took during the run (None:
-    not read, without the database's URL)."""
+    """Transaction ids the database's server handed out during the run, one to
+    each transaction that wrote (None: not read, without the database's URL)."""
 
     def us_a_request(self, cpu: float) -> float:
         """CPU seconds used during the run, in µs a request."""
@@ -145,6 +147,8 @@ class Maximum(NamedTuple):
 
     def waits_a_request(self) -> str:
         """The server's and PostgreSQL's waits a request, as a table cell."""
+        if self.waits is None:
+            return "n/a"
         return f"{self.waits / self.run.requests:.1f}"
 
     def transactions_a_request(self) -> str:
@@ -195,7 +199,7 @@ def maximum(
     start = None if loop is None else loop_use(loop)
     sampler = profile.record(server, seconds, spy) if spy else None
     app, db = tree_cpu_seconds(server), tree_cpu_seconds(database) if database else None
-    waits = both_waits(server, database)
+    waiting = both_waits(server, database)
     read = disk_read()
     try:
         run = wrk(
@@ -210,7 +214,7 @@ def maximum(
             sampler.wait()
     app = tree_cpu_seconds(server) - app
     db = tree_cpu_seconds(database) - db if database and db is not None else None
-    waits = both_waits(server, database) - waits
+    waits = waits_between(waiting, both_waits(server, database))
     end = None if loop is None else loop_use(loop)
     looped = None if start is None or end is None else end.since(start)
     transactions = written(database_url)[1] - xid if database_url and xid is not None else None
@@ -218,9 +222,18 @@ def maximum(
     return measured, offset + run.requests + SKIP
 
 
-def both_waits(server: int, database: int | None) -> int:
-    """The waits so far of the server's threads and PostgreSQL's (see `tree_waits`)."""
-    return tree_waits(server) + (tree_waits(database) if database else 0)
+def both_waits(server: int, database: int | None) -> dict[int, int] | None:
+    """The waits so far of each of the server's threads and PostgreSQL's (see
+    `thread_waits`; thread ids are the system's, so the two never collide)."""
+    served = thread_waits(server)
+    if served is None:
+        return None
+    return {**served, **(thread_waits(database) or {} if database else {})}
+
+
+def waits_between(before: dict[int, int] | None, after: dict[int, int] | None) -> int | None:
+    """The waits between two readings of `both_waits` (None where not counted)."""
+    return None if before is None or after is None else waits_since(before, after)
 
 
 class Watch:
@@ -231,8 +244,6 @@ class Watch:
         self.pending: dict[UUID, float] = {}
         self.lags: list[float] = []
         self.closing = False
-        self.polls = 0
-        """Queries sent: each wakes the PostgreSQL process that answers it once."""
 
     def on_response(self, i: int, status: int, body: bytes, at: float) -> None:
         if status == 201 and i % WATCH_EVERY == 0:
@@ -250,7 +261,6 @@ class Watch:
                     break
                 if self.pending:
                     polled = loop.time()
-                    self.polls += 1
                     cur = await conn.execute(
                         "SELECT id FROM sms_messages WHERE id = ANY(%s)", (list(self.pending),)
                     )
@@ -350,7 +360,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
     database = postmaster(smsq_url)
     halves: dict[str, openloop.Result] = {}
     half_cpu: dict[str, float] = {}
-    half_waits: dict[str, int] = {}
+    half_waits: dict[str, int | None] = {}
     half_transactions: dict[str, int] = {}
     watch = Watch(smsq_url)
     missing = 0
@@ -376,16 +386,17 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 rate = statistics.median(m.run.rps for m in rounds[kind]) / 2
                 print(f"{kind}: open loop at {rate:,.0f}/s ({load_note()})", flush=True)
                 assert url is not None
-                busy, waits, polls = tree_cpu_seconds(pid), both_waits(pid, database), watch.polls
                 xid = written(url)[1]
+                busy, waits = tree_cpu_seconds(pid), both_waits(pid, database)
                 halves[kind], missed = asyncio.run(
                     half_load(
                         base, rate, half_seconds, half_senders, watch if kind == "smsq" else None
                     )
                 )
                 half_cpu[kind] = tree_cpu_seconds(pid) - busy
-                # Less the lag watcher's own: one a poll, of the process answering it.
-                half_waits[kind] = both_waits(pid, database) - waits - (watch.polls - polls)
+                # The lag watcher's connection ends with the run: its PostgreSQL
+                # process is not counted (see waits_since).
+                half_waits[kind] = waits_between(waits, both_waits(pid, database))
                 half_transactions[kind] = written(url)[1] - xid
                 missing += missed
     maxima = {kind: median_run(runs) for kind, runs in rounds.items()}
@@ -454,7 +465,7 @@ def bench(server: Server, args: Any, logs: Path) -> int:
                 h.sent - h.statuses.get(201, 0),
                 f"{100 * half_cpu[kind] / h.elapsed:.0f} %",
                 f"{half_cpu[kind] / max(1, h.sent) * 1e6:,.0f}",
-                f"{half_waits[kind] / max(1, h.sent):.1f}",
+                "n/a" if (w := half_waits[kind]) is None else f"{w / max(1, h.sent):.1f}",
                 f"{half_transactions[kind] / max(1, h.sent):.2f}",
                 f"{100 * h.cpu_share:.0f} %",
             ]

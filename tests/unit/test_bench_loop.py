@@ -14,7 +14,14 @@ from contextlib import ExitStack, contextmanager
 import psutil
 import pytest
 
-from bench.harness import LoopUse, event_loop, loop_use, tree_waits, voluntary_switches
+from bench.harness import (
+    LoopUse,
+    event_loop,
+    loop_use,
+    thread_waits,
+    voluntary_switches,
+    waits_since,
+)
 from bench.pair import Turn, loop_median
 
 STATUS = """Name:\tsmsq
@@ -95,33 +102,60 @@ def test_a_thread_that_sleeps_is_counted_waiting_and_one_that_computes_is_not() 
     assert computed.since(before).waits < 20
 
 
+def test_waits_since_count_each_thread_alive_at_the_end_from_its_first_reading() -> None:
+    before = {10: 100, 11: 50, 12: 7}
+    after = {10: 130, 12: 9, 13: 40}  # 11 ended; 13 began
+    assert waits_since(before, after) == 30 + 2 + 40
+    # An id taken again by a new thread reads lower than the old one's count.
+    assert waits_since({10: 100}, {10: 3}) == 3
+
+
+CHILD = """
+import sys, threading, time
+def work():
+    for _ in range(300):
+        time.sleep(0.001)
+    print("done", flush=True)
+    time.sleep(60)  # alive when read: an ended thread is not counted
+print("ready", flush=True)
+sys.stdin.readline()
+threading.Thread(target=work).start()
+time.sleep(60)
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts from /proc")
-def test_a_servers_waits_count_its_childrens_threads() -> None:
-    # The parent sleeps through; its child wakes 300 times a millisecond apart.
-    child = "import time\nfor _ in range(300): time.sleep(0.001)\ntime.sleep(60)"
-    code = (
-        "import subprocess, sys, time\n"
-        f"kid = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
+def test_a_servers_waits_count_the_threads_of_its_children() -> None:
+    # The parent sleeps through; its child, once told, starts a thread that
+    # wakes 300 times a millisecond apart.
+    parent_code = (
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {CHILD!r}]).wait()"
     )
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as proc:
         parent = psutil.Process(proc.pid)
         try:
+            assert proc.stdin is not None
             assert proc.stdout is not None
             assert proc.stdout.readline() == b"ready\n"
-            before = tree_waits(proc.pid)
-            time.sleep(1.0)
-            assert tree_waits(proc.pid) - before >= 200
+            before = thread_waits(proc.pid)
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"done\n"
+            after = thread_waits(proc.pid)
+            assert before is not None
+            assert after is not None
+            assert waits_since(before, after) >= 300
         finally:
-            for process in [*parent.children(), parent]:
+            for process in [*parent.children(recursive=True), parent]:
                 process.kill()
 
 
-def test_waits_of_a_process_that_is_gone_are_none() -> None:
+def test_a_process_that_is_gone_has_no_threads_to_count() -> None:
     with subprocess.Popen([sys.executable, "-c", "pass"]) as proc:
         proc.wait()
-    assert tree_waits(proc.pid) == 0
+    assert not thread_waits(proc.pid)
 
 
 def turn(loop_us: float | None) -> Turn:
