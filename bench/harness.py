@@ -249,18 +249,19 @@ def loop_use(process: psutil.Process) -> LoopUse | None:
     return LoopUse(main.user_time + main.system_time, waits)
 
 
-# What the server has written: the WAL position, and the next transaction id
-# (each transaction that changes or locks a row, or sends a notification,
-# takes one and ends with a commit record written to disk; reading ones take
-# none). Both are the whole server's, which on the embedded server is the
-# benchmark's alone.
+# What the server has written: the WAL position, and its snapshot's xmax, one
+# past the last transaction id to have ended, whose growth counts the ids
+# handed out (to within the transactions in flight at either reading). Each
+# transaction that changes or locks a row, or sends a notification, takes one
+# and writes a commit record; reading ones take none. Both are the whole
+# server's, which on the embedded server is the benchmark's alone.
 _WRITTEN = """
 SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_snapshot_xmax(pg_current_snapshot())::text
 """
 
 
 def written(url: str) -> tuple[int, int]:
-    """The server's WAL position in bytes, and the next transaction id."""
+    """The server's WAL position in bytes, and its snapshot's xmax (see above)."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(_WRITTEN).fetchone()
     assert row is not None
@@ -288,7 +289,9 @@ def thread_waits(pid: int) -> dict[int, int] | None:
 def waits_since(before: Mapping[int, int], after: Mapping[int, int]) -> int:
     """The waits between two readings of `thread_waits`, of the threads alive at
     the second: each since the first, or since it began. A thread that ended
-    between them is not counted (its last count is gone with it)."""
+    between them is not counted (its last count is gone with it); one that took
+    an ended thread's id is counted from that thread's count, or in full when
+    its own is lower."""
     total = 0
     for thread, count in after.items():
         earlier = before.get(thread, 0)

@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 import psutil
 import pytest
 
+from bench import ingest
 from bench.harness import (
     LoopUse,
     event_loop,
@@ -150,6 +151,15 @@ def test_a_servers_waits_count_the_threads_of_its_children() -> None:
         finally:
             for process in [*parent.children(recursive=True), parent]:
                 process.kill()
+
+
+def test_where_threads_are_not_counted_the_waits_read_not_available(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest, "thread_waits", lambda pid: None)
+    assert ingest.both_waits(os.getpid(), None) is None
+    assert ingest.waits_between(None, None) is None
+    assert ingest.waits_between({1: 5}, {1: 9}) == 4
 
 
 def test_a_process_that_is_gone_has_no_threads_to_count() -> None:

@@ -52,3 +52,4 @@ def test_a_maximums_waits_and_writing_transactions_are_given_a_request() -> None
     read = maximum(100)._replace(waits=6_000, transactions=210)
     assert (read.waits_a_request(), read.transactions_a_request()) == ("6.0", "0.21")
     assert maximum(100).transactions_a_request() == "n/a"
+    assert maximum(100).waits_a_request() == "n/a"
