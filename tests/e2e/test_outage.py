@@ -18,7 +18,7 @@ from migrations import migrate
 from tests.support.asgi import running
 from tests.support.consistency import assert_folded_once
 from tests.support.phones import random_phone
-from tests.support.postgres import OwnServer, cluster_dir, unique_name
+from tests.support.postgres import OwnServer, own_server, unique_name
 
 TIMEOUT = 1.0
 
@@ -27,12 +27,8 @@ TIMEOUT = 1.0
 def cluster() -> Iterator[OwnServer]:
     """One server for the module, each test on a database of its own: making
     and first starting a cluster takes longer than any outage here."""
-    with cluster_dir() as workdir:
-        own = OwnServer(workdir)
-        try:
-            yield own
-        finally:
-            own.close()
+    with own_server() as own:
+        yield own
 
 
 @pytest.fixture

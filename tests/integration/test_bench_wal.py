@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from bench.statements import GONE, lsn, try_walinspect, wal_of
-from tests.support.postgres import OwnServer, cluster_dir
+from tests.support.postgres import OwnServer, own_server
 
 ROWS = 100
 
@@ -20,12 +20,8 @@ def server() -> Iterator[OwnServer]:
     """A server of this module's own with PostgreSQL's durable defaults, as the
     benchmarks run it (the suite's servers write no whole pages and flush no
     commit)."""
-    with cluster_dir() as workdir:
-        own = OwnServer(workdir)
-        try:
-            yield own
-        finally:
-            own.close()
+    with own_server() as own:
+        yield own
 
 
 @pytest.fixture(scope="module")

@@ -353,3 +353,14 @@ class OwnServer:
             if proc.info["name"] == "postgres" and data_dir in " ".join(proc.info["cmdline"] or ()):
                 return True
         return False
+
+
+@contextmanager
+def own_server() -> Iterator[OwnServer]:
+    """An embedded server of the caller's own, in a cluster_dir, closed afterwards."""
+    with cluster_dir() as workdir:
+        own = OwnServer(workdir)
+        try:
+            yield own
+        finally:
+            own.close()
