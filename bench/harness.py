@@ -200,15 +200,22 @@ def port(host: str = "127.0.0.1") -> int:
     return free_port(host)
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its children (alive ones); none when the process is gone."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time used so far by a process and its children (alive ones)."""
     total = 0.0
-    with contextlib.suppress(psutil.NoSuchProcess):
-        root = psutil.Process(pid)
-        for p in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                times = p.cpu_times()
-                total += times.user + times.system
+    for p in process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
     return total
 
 
@@ -276,13 +283,11 @@ def thread_waits(pid: int) -> dict[int, int] | None:
     if not Path("/proc/self/task").is_dir():
         return None
     counts: dict[int, int] = {}
-    with contextlib.suppress(psutil.NoSuchProcess):
-        root = psutil.Process(pid)
-        for process in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                for task in Path(f"/proc/{process.pid}/task").iterdir():
-                    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                        counts[int(task.name)] = voluntary_switches((task / "status").read_text())
+    for process in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in Path(f"/proc/{process.pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    counts[int(task.name)] = voluntary_switches((task / "status").read_text())
     return counts
 
 
