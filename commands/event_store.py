@@ -97,10 +97,13 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 # One JSON document for the whole append, encoded by msgspec in one call: far
 # cheaper for the client than dumping eight parallel arrays element by element.
-_INSERT = """
+# `{gate}` is empty here; a statement that must check something first, under a
+# lock, before any event goes in puts a one-row CTE of its own there
+# (commands/receive_sms.py).
+INSERT_EVENTS = """
 INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata)
 SELECT e.stream_id, e.version, e.event_id, e.type, e.schema_version, e.data, e.metadata
-FROM jsonb_to_recordset(%s::jsonb)
+FROM {gate}jsonb_to_recordset(%s::jsonb)
      AS e(stream_id text, expected int, version int, event_id uuid, type text,
           schema_version int2, data jsonb, metadata jsonb)
 -- A stream behind the expected version would otherwise get a gap in its versions.
@@ -112,6 +115,7 @@ WHERE e.expected = 0
               OFFSET 0)
 RETURNING event_id, tx_id::text, position
 """
+_INSERT = INSERT_EVENTS.format(gate="")
 
 
 class _Row(msgspec.Struct, frozen=True):
@@ -153,16 +157,17 @@ class Appended:
         return self._rows
 
     async def places(self) -> list[Place]:
-        at = {event_id: Place(int(tx), position) for event_id, tx, position in await self.rows()}
-        return [at[event_id] for event_id in self._event_ids]
+        return places_in(await self.rows(), self._event_ids)
 
 
-async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) -> Appended:
-    """Append every stream's events in one statement.
+def places_in(rows: Sequence[tuple[Any, ...]], event_ids: Sequence[UUID]) -> list[Place]:
+    """The places of `INSERT_EVENTS`'s rows, in the order of `event_ids`."""
+    at = {event_id: Place(int(tx), position) for event_id, tx, position in rows}
+    return [at[event_id] for event_id in event_ids]
 
-    Raises `ConcurrencyConflict` when a stream moved past (or is behind) its
-    expected version; the caller's transaction is then aborted and may retry.
-    """
+
+def encode_appends(appends: Sequence[Append]) -> tuple[str, list[UUID]]:
+    """The document `INSERT_EVENTS` takes for these appends, and its events' ids in order."""
     rows = [
         _Row(
             a.stream_id,
@@ -179,20 +184,31 @@ async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) 
             zip(a.events, a.event_ids or [uuid7() for _ in a.events], strict=True), start=1
         )
     ]
+    return msgspec.json.encode(rows).decode(), [row.event_id for row in rows]
+
+
+async def append(conn: psycopg.AsyncConnection[Any], appends: Sequence[Append]) -> Appended:
+    """Append every stream's events in one statement.
+
+    Raises `ConcurrencyConflict` when a stream moved past (or is behind) its
+    expected version; the caller's transaction is then aborted and may retry.
+    """
+    document, event_ids = encode_appends(appends)
     existing = [a for a in appends if a.expected_version > 0]
     try:
-        cur = await conn.execute(_INSERT, (msgspec.json.encode(rows).decode(),))
-        appended = Appended(cur, [row.event_id for row in rows])
+        cur = await conn.execute(_INSERT, (document,))
+        appended = Appended(cur, event_ids)
         if existing:
             inserted = len(await appended.rows())
     except errors.UniqueViolation as error:
-        raise _conflict(error, appends) from error
-    if existing and inserted != len(rows):
+        raise conflict_of(error, appends) from error
+    if existing and inserted != len(event_ids):
         raise ConcurrencyConflict(existing[0].stream_id, existing[0].expected_version)
     return appended
 
 
-def _conflict(error: errors.UniqueViolation, appends: Sequence[Append]) -> Exception:
+def conflict_of(error: errors.UniqueViolation, appends: Sequence[Append]) -> Exception:
+    """What a unique violation during an append means: the events' own error, or `error`."""
     constraint = error.diag.constraint_name
     if constraint == "events_event_id_key":
         return DuplicateEvent(str(error.diag.message_detail))

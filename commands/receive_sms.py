@@ -1,23 +1,37 @@
-"""ReceiveSms: decide deduplication and the rate limit under the senders' locks.
+"""ReceiveSms: decide deduplication and the rate limit on the senders' windows.
 
-Several requests are handled in one transaction (group commit): one commit and
-two round trips serve the whole batch, and every request is still decided by
-the sender decider (domain/sender.py), in arrival order, against a window that
-remembers what the batch itself accepted. The pieces are the command handler's
-(commands/handler.py): the lock, the clock read after it, the append.
+Several requests are handled together (group commit): every request is still
+decided by the sender decider (domain/sender.py), in arrival order, against a
+window that remembers what the batch itself accepted. A batch costs two
+statements and no transaction: the windows and the clock are read without a
+lock; the decisions are made; then one statement takes the senders' locks,
+checks that no window gained a row the decisions did not see, and writes the
+window rows, the idempotency keys and the events. When the check fails (a
+concurrent batch for one of the senders came first), the batch is decided
+again the way every other command is (commands/handler.py): under the locks
+it takes first, in a transaction, where nothing can change under it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
 import psycopg
+from psycopg import errors
 
-from commands.event_store import Append, Appended, Place, append
+from commands.event_store import (
+    INSERT_EVENTS,
+    Append,
+    Place,
+    conflict_of,
+    encode_appends,
+    places_in,
+)
 from commands.handler import Namespace, lock
 from domain import sender
 from domain.commands import ReceiveSms
@@ -71,9 +85,10 @@ class KeyReuse(msgspec.Struct, frozen=True):
 
 Outcome = NewMessage | Duplicate | OverRateLimit | Replay | KeyReuse
 
-# A separate statement from the lock: in READ COMMITTED each statement takes its
+# The windows and the clock, read in one snapshot. On the locked path a
+# separate statement from the lock: in READ COMMITTED each statement takes its
 # snapshot when it starts, so this one sees every commit made before the lock
-# was granted. The clock is read here too, after the lock, and only once.
+# was granted.
 # Each sender is its own probe of the primary key: OFFSET 0 keeps the inner
 # query from being merged into a join, which the planner, on a window table it
 # has no statistics for yet (or once saw nearly empty), could make a scan of
@@ -105,20 +120,40 @@ CROSS JOIN LATERAL (
 ) AS k
 """
 
-# The accepted events themselves, as one JSON document (see event_store._INSERT).
-_REMEMBER = """
-INSERT INTO sender_window (sender, received_at, message_id, recipient, text)
-SELECT e."from", e.received_at, e.message_id, e."to", e.message
-FROM jsonb_to_recordset(%s::jsonb)
-     AS e("from" text, received_at timestamptz, message_id uuid, "to" text, message text)
-"""
+# A read without the locks older than this is read again: a message's time is
+# its read's. (The locked path reads under the locks it writes under, in one
+# transaction, whose idle time the pool's settings cut off.)
+FRESH = timedelta(seconds=5)
 
-_STORE_KEYS = """
-INSERT INTO idempotency_keys
-    (actor, key, request_hash, outcome, message_id, quota_limit, quota_remaining, quota_reset)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::uuid[],
-                     %s::int2[], %s::int2[], %s::int4[])
-"""
+# The batch's writes, in one statement once `gate` has passed. The gate
+# (migrations/0022_optimistic_window.sql) takes the locks of the senders that
+# accept a message and raises if any of their windows gained a row since the
+# read; every insert draws its rows through the gate's one row, so none is
+# written before it has passed, and nothing at all if it raises. With no
+# senders (a batch that stores only keys) it checks only that the read is
+# fresh; the locked path, whose locks are held already, passes neither senders
+# nor a bound. The window rows are the accepted events themselves, as one JSON
+# document (see event_store).
+_ACCEPT = """
+WITH gate AS MATERIALIZED (
+    SELECT senders_unchanged(%s::text[], %s::bigint, %s::uuid[], %s::timestamptz, %s::interval,
+                             %s::interval)
+),
+remembered AS (
+    INSERT INTO sender_window (sender, received_at, message_id, recipient, text)
+    SELECT e."from", e.received_at, e.message_id, e."to", e.message
+    FROM gate, jsonb_to_recordset(%s::jsonb)
+         AS e("from" text, received_at timestamptz, message_id uuid, "to" text, message text)
+),
+kept AS (
+    INSERT INTO idempotency_keys
+        (actor, key, request_hash, outcome, message_id, quota_limit, quota_remaining, quota_reset)
+    SELECT k.* FROM gate, unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::uuid[],
+                                 %s::int2[], %s::int2[], %s::int4[])
+         AS k (actor, key, request_hash, outcome, message_id, quota_limit, quota_remaining,
+               quota_reset)
+)""" + INSERT_EVENTS.format(gate="gate, ")
+_KEY_COLUMNS = 8
 
 
 class _FirstAnswer(msgspec.Struct, frozen=True):
@@ -159,68 +194,135 @@ class _Accepted(msgspec.Struct, frozen=True):
     quota: Quota
 
 
+class _Read(msgspec.Struct, frozen=True):
+    """The senders' windows and keys as read, and the database's clock at the read."""
+
+    now: datetime
+    recent: dict[str, list[Recent]]
+    known: dict[tuple[str, str], _FirstAnswer]
+
+
+class _Decided(msgspec.Struct, frozen=True):
+    """The batch's decisions, in request order, and what they write."""
+
+    outcomes: list[_Accepted | Duplicate | OverRateLimit | Replay | KeyReuse]
+    appends: list[Append]
+    new_keys: list[tuple[Any, ...]]
+
+    @property
+    def accepted(self) -> list[SmsReceived]:
+        return [a.event for a in self.outcomes if isinstance(a, _Accepted)]
+
+
 async def receive_batch(
     conn: psycopg.AsyncConnection[Any], requests: Sequence[ReceiveRequest]
 ) -> list[Outcome]:
+    """Decide and store a batch on windows read without a lock; when the write
+    finds one of them changed, again under the locks. `conn` must be in
+    autocommit mode."""
+    try:
+        return await _receive(conn, requests, locked=False)
+    except errors.SerializationFailure:
+        async with conn.transaction():
+            return await _receive(conn, requests, locked=True)
+
+
+async def _receive(
+    conn: psycopg.AsyncConnection[Any], requests: Sequence[ReceiveRequest], *, locked: bool
+) -> list[Outcome]:
     senders = sorted({r.command.from_.e164 for r in requests})
-    keyed = [r.idempotency for r in requests if r.idempotency is not None]
-    async with conn.pipeline(), conn.transaction():
+    if locked:
         await lock(conn, Namespace.SENDER, senders)
-        window_cur = await conn.execute(_WINDOW, (senders, RATE_WINDOW))
-        keys_cur = None
-        if keyed:
-            keys_cur = await conn.execute(_KEYS, ([k.actor for k in keyed], [k.key for k in keyed]))
-        rows = await window_cur.fetchall()
-        known = (
-            {}
-            if keys_cur is None
-            else {(r[0], r[1]): _FirstAnswer.from_row(r[2:]) for r in await keys_cur.fetchall()}
-        )
-
-        now = rows[0][0]
-        recent: dict[str, list[Recent]] = defaultdict(list)
-        for _, from_, message_id, to, message, received_at in rows:
-            if from_ is not None:
-                recent[from_].append(Recent(message_id, to, message, received_at))
-        windows = {s: SenderWindow(tuple(recent[s])) for s in senders}
-
-        decided: list[_Accepted | Duplicate | OverRateLimit | Replay | KeyReuse] = []
-        appends: list[Append] = []
-        new_keys: list[tuple[Any, ...]] = []
-        for request in requests:
-            key = request.idempotency
-            prior = None if key is None else known.get((key.actor, key.key))
-            if key is not None and prior is not None:
-                decided.append(prior.replay_for(key))
-                continue
-            from_ = request.command.from_.e164
-            decision = sender.decide(request.command, windows[from_], now)
-            if isinstance(decision, OverRateLimit):
-                decided.append(decision)
-                continue
-            outcome: _Accepted | Duplicate
-            if isinstance(decision, Duplicate):
-                outcome = decision
-            else:
-                (event,) = decision
-                windows[from_] = sender.evolve(windows[from_], event)
-                outcome = _Accepted(event, sender.quota(windows[from_], now))
-                appends.append(Append(stream_of(event.message_id), 0, [event], request.metadata))
-            decided.append(outcome)
-            if key is not None:
-                answer = _FirstAnswer.of(key, outcome)
-                known[(key.actor, key.key)] = answer
-                new_keys.append(answer.row(key))
-
-        accepted_events = [a.event for a in decided if isinstance(a, _Accepted)]
-        if accepted_events:
-            await conn.execute(_REMEMBER, (msgspec.json.encode(accepted_events).decode(),))
-        if new_keys:
-            await conn.execute(_STORE_KEYS, tuple(map(list, zip(*new_keys, strict=True))))
-        appended: Appended | None = await append(conn, appends) if appends else None
-    # The places arrive with the commit: asking for them earlier would cost a round trip.
-    places = iter([] if appended is None else await appended.places())
+    read = await _read(conn, senders, [r.idempotency for r in requests if r.idempotency])
+    decided = _decide(requests, read)
+    places = iter(await _write(conn, read, decided, locked=locked))
     return [
         NewMessage(d.event, d.quota, next(places)) if isinstance(d, _Accepted) else d
-        for d in decided
+        for d in decided.outcomes
     ]
+
+
+async def _write(
+    conn: psycopg.AsyncConnection[Any], read: _Read, decided: _Decided, *, locked: bool
+) -> list[Place]:
+    """Store what the batch decided, checked first unless `locked`; the places of
+    its events."""
+    accepted = decided.accepted
+    if not accepted and not decided.new_keys:
+        return []
+    # Only a sender that accepts a message can be decided wrong on a stale window:
+    # a duplicate or a refusal stays true whatever was accepted since.
+    checked = [] if locked else sorted({e.from_ for e in accepted})
+    seen = [r.message_id for s in checked for r in read.recent.get(s, ())]
+    document, event_ids = encode_appends(decided.appends)
+    keys = list(zip(*decided.new_keys, strict=True)) or [()] * _KEY_COLUMNS
+    try:
+        cur = await conn.execute(
+            _ACCEPT,
+            (
+                checked,
+                int(Namespace.SENDER),
+                seen,
+                read.now,
+                RATE_WINDOW,
+                None if locked else FRESH,
+                msgspec.json.encode(accepted).decode(),
+                *map(list, keys),
+                document,
+            ),
+        )
+    except errors.UniqueViolation as error:
+        raise conflict_of(error, decided.appends) from error
+    return places_in(await cur.fetchall(), event_ids)
+
+
+async def _read(
+    conn: psycopg.AsyncConnection[Any], senders: list[str], keyed: list[IdempotencyKey]
+) -> _Read:
+    rows = await (await conn.execute(_WINDOW, (senders, RATE_WINDOW))).fetchall()
+    known: dict[tuple[str, str], _FirstAnswer] = {}
+    if keyed:
+        cur = await conn.execute(_KEYS, ([k.actor for k in keyed], [k.key for k in keyed]))
+        known = {(r[0], r[1]): _FirstAnswer.from_row(r[2:]) for r in await cur.fetchall()}
+    recent: dict[str, list[Recent]] = defaultdict(list)
+    for _, from_, message_id, to, message, received_at in rows:
+        if from_ is not None:
+            recent[from_].append(Recent(message_id, to, message, received_at))
+    return _Read(rows[0][0], dict(recent), known)
+
+
+def _decide(requests: Sequence[ReceiveRequest], read: _Read) -> _Decided:
+    """Each request in arrival order, on windows that remember what the batch accepted."""
+    windows = {
+        r.command.from_.e164: SenderWindow(tuple(read.recent.get(r.command.from_.e164, ())))
+        for r in requests
+    }
+    known = dict(read.known)
+    decided = _Decided([], [], [])
+    for request in requests:
+        key = request.idempotency
+        prior = None if key is None else known.get((key.actor, key.key))
+        if key is not None and prior is not None:
+            decided.outcomes.append(prior.replay_for(key))
+            continue
+        from_ = request.command.from_.e164
+        decision = sender.decide(request.command, windows[from_], read.now)
+        if isinstance(decision, OverRateLimit):
+            decided.outcomes.append(decision)
+            continue
+        outcome: _Accepted | Duplicate
+        if isinstance(decision, Duplicate):
+            outcome = decision
+        else:
+            (event,) = decision
+            windows[from_] = sender.evolve(windows[from_], event)
+            outcome = _Accepted(event, sender.quota(windows[from_], read.now))
+            decided.appends.append(
+                Append(stream_of(event.message_id), 0, [event], request.metadata)
+            )
+        decided.outcomes.append(outcome)
+        if key is not None:
+            answer = _FirstAnswer.of(key, outcome)
+            known[(key.actor, key.key)] = answer
+            decided.new_keys.append(answer.row(key))
+    return decided

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
+from commands import receive_sms
 from commands.event_store import Place
 from commands.group_commit import GroupCommitter
 from commands.receive_sms import (
@@ -213,3 +218,99 @@ async def test_batches_locking_overlapping_senders_never_deadlock(
             if isinstance(o, NewMessage):
                 per_sender[o.event.from_] += 1
     assert per_sender == dict.fromkeys(senders, 5)
+
+
+class Interrupted(psycopg.AsyncConnection[Any]):
+    """A connection on which `meanwhile` runs once, after a batch has read its
+    windows and before its write: a concurrent batch, made to come first."""
+
+    meanwhile: Callable[[], Awaitable[None]] | None = None
+    writes: int = 0
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        if isinstance(query, str) and query.lstrip().startswith("WITH gate AS"):
+            self.writes += 1
+            if self.meanwhile is not None:
+                meanwhile, self.meanwhile = self.meanwhile, None
+                await meanwhile()
+        return await super().execute(query, params, **kwargs)
+
+
+async def interrupted(
+    database_url: str, batch: list[ReceiveRequest], meanwhile: Callable[[], Awaitable[None]]
+) -> tuple[list[Outcome], int]:
+    """`batch`'s outcomes with `meanwhile` run between its read and its write,
+    and the writes it took."""
+    async with await Interrupted.connect(database_url, autocommit=True) as conn:
+        conn.meanwhile = meanwhile
+        outcomes = await receive_batch(conn, batch)
+        return outcomes, conn.writes
+
+
+async def test_a_duplicate_committed_after_the_read_is_found_before_the_write(
+    pool: AsyncConnectionPool, database_url: str
+) -> None:
+    sender = random_phone()
+    came_first: list[Outcome] = []
+
+    async def the_same_message_first() -> None:
+        came_first.append(await one(pool, request(sender, "same")))
+
+    [outcome], writes = await interrupted(
+        database_url, [request(sender, "same")], the_same_message_first
+    )
+    [first] = came_first
+    assert isinstance(first, NewMessage)
+    # Its windows read without the other message, the batch was decided again
+    # under the locks, where that message is seen.
+    assert outcome == Duplicate(first.event.message_id, outcome.quota)
+    assert writes == 1
+    assert await stored_for(pool, sender) == 1
+
+
+async def test_the_fifth_message_committed_after_the_read_refuses_a_sixth(
+    pool: AsyncConnectionPool, database_url: str
+) -> None:
+    sender = random_phone()
+    async with pool.connection() as conn:
+        await receive_batch(conn, [request(sender, f"fill {i}") for i in range(4)])
+
+    async def a_fifth() -> None:
+        assert isinstance(await one(pool, request(sender, "fifth")), NewMessage)
+
+    [outcome], _ = await interrupted(database_url, [request(sender, "sixth")], a_fifth)
+    assert isinstance(outcome, OverRateLimit)
+    assert await stored_for(pool, sender) == 5
+
+
+async def test_another_senders_message_after_the_read_changes_nothing(
+    pool: AsyncConnectionPool, database_url: str
+) -> None:
+    sender = random_phone()
+
+    async def another_sender() -> None:
+        assert isinstance(await one(pool, request(random_phone(), "other")), NewMessage)
+
+    [outcome], writes = await interrupted(database_url, [request(sender)], another_sender)
+    assert isinstance(outcome, NewMessage)
+    # Written at the first try, its own sender's window unchanged.
+    assert writes == 1
+
+
+async def test_a_read_older_than_fresh_is_read_again(
+    pool: AsyncConnectionPool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(receive_sms, "FRESH", timedelta(milliseconds=50))
+    stalled_until: list[Any] = []
+
+    async def a_stall() -> None:
+        await asyncio.sleep(0.2)
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT clock_timestamp()")
+            stalled_until.append((await cur.fetchone() or [None])[0])
+
+    [outcome], writes = await interrupted(database_url, [request(random_phone())], a_stall)
+    assert isinstance(outcome, NewMessage)
+    # Stamped by the second read, after the stall, not by the first.
+    assert outcome.event.received_at > stalled_until[0]
+    assert writes == 2

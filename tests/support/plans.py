@@ -60,6 +60,43 @@ def generic_plan(
     return dict(document[0]["Plan"])
 
 
+def nested_plans(
+    conn: psycopg.Connection[Any], statement: Statement, params: Any = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The plans of the statements a function runs when `statement` calls it,
+    each with its text, planned generically as a function's kept plans may be.
+
+    A function's statements are planned and cached inside the server, out of
+    reach of EXPLAIN: auto_explain logs each as it runs, sent back to this
+    connection as notices (loading it takes a superuser, as the tests' are).
+    """
+    logged: list[str] = []
+
+    def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
+        if diagnostic.severity_nonlocalized == "LOG" and diagnostic.message_primary:
+            logged.append(diagnostic.message_primary)
+
+    settings = {
+        "auto_explain.log_min_duration": "0",
+        "auto_explain.log_nested_statements": "on",
+        "auto_explain.log_format": "json",
+        "plan_cache_mode": "force_generic_plan",
+        "client_min_messages": "log",
+    }
+    conn.execute("LOAD 'auto_explain'")
+    for name, value in settings.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    conn.add_notice_handler(keep)
+    try:
+        conn.execute(statement, params)
+    finally:
+        conn.remove_notice_handler(keep)
+        for name in settings:
+            conn.execute(sql.SQL("RESET {}").format(sql.Identifier(*name.split("."))))
+    documents = [json.loads(text.partition("plan:")[2]) for text in logged if "plan:" in text]
+    return [(d["Query Text"], dict(d["Plan"])) for d in documents]
+
+
 class Recording(psycopg.AsyncConnection[Any]):
     """A connection that keeps every statement it is given, with its parameters.
 
