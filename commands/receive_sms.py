@@ -182,7 +182,7 @@ class _FirstAnswer(msgspec.Struct, frozen=True):
         return Replay(self.came, self.message_id, self.quota)
 
     def row(self, key: IdempotencyKey) -> tuple[Any, ...]:
-        """The key's row, in the columns of `_STORE_KEYS`."""
+        """The key's row, in the order of the keys' columns of `_ACCEPT`."""
         kept = (None,) * 3 if self.quota is None else msgspec.structs.astuple(self.quota)
         return (key.actor, key.key, self.request_hash, self.came, self.message_id, *kept)
 

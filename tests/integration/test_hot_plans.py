@@ -262,7 +262,7 @@ def test_no_hot_statement_reads_a_growing_table_end_to_end(filled: tuple[str, st
                 for name, statement, params, prepared in statements
             ]
             gate = gate_plans(conn, accept)
-            assert len(gate) >= 2
+            assert any("sender_window" in text for text, _ in gate)
             for name, plan in [*plans, *((" ".join(text.split())[:100], p) for text, p in gate)]:
                 scanned = [t for t in seq_scans(plan) if t in GROWING]
                 if scanned:

@@ -18,6 +18,7 @@ from uuid_utils.compat import uuid7
 from commands import receive_sms
 from commands.event_store import Place
 from commands.group_commit import GroupCommitter
+from commands.handler import Namespace, lock
 from commands.receive_sms import (
     IdempotencyKey,
     KeyReuse,
@@ -266,6 +267,51 @@ async def test_a_duplicate_committed_after_the_read_is_found_before_the_write(
     assert outcome == Duplicate(first.event.message_id, outcome.quota)
     assert writes == 1
     assert await stored_for(pool, sender) == 1
+
+
+async def test_a_duplicate_committed_while_the_write_waits_for_its_lock_is_found(
+    pool: AsyncConnectionPool, database_url: str
+) -> None:
+    """The write's check reads the windows once it holds the locks, not as they
+    stood when the statement began: a batch holding a sender's lock commits
+    while the write waits for it."""
+    sender, original = random_phone(), uuid7()
+    holder = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    released: list[asyncio.Task[None]] = []
+
+    async def commit_once_waited_for() -> None:
+        # Committed anyway after 10 s: a write that never waits fails below.
+        async with pool.connection() as conn:
+            for _ in range(1000):
+                cur = await conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    "                 WHERE datname = current_database())"
+                )
+                if await cur.fetchone() != (0,):
+                    break
+                await asyncio.sleep(0.01)
+        await holder.execute("COMMIT")
+
+    async def hold_the_lock_with_the_same_message() -> None:
+        await holder.execute("BEGIN")
+        await lock(holder, Namespace.SENDER, [sender])
+        await holder.execute(
+            "INSERT INTO sender_window (sender, received_at, message_id, recipient, text)"
+            " VALUES (%s, clock_timestamp(), %s, %s, 'same')",
+            (sender, original, RECIPIENT),
+        )
+        released.append(asyncio.create_task(commit_once_waited_for()))
+
+    async with holder:
+        [outcome], writes = await interrupted(
+            database_url, [request(sender, "same")], hold_the_lock_with_the_same_message
+        )
+        await released[0]
+    assert isinstance(outcome, Duplicate)
+    assert outcome.original == original
+    assert writes == 1
+    assert await stored_for(pool, sender) == 0
 
 
 async def test_the_fifth_message_committed_after_the_read_refuses_a_sixth(
