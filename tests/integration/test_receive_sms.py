@@ -31,6 +31,7 @@ from commands.receive_sms import (
 from domain.commands import ReceiveSms
 from domain.events import EventMetadata
 from domain.sender import Duplicate, OverRateLimit
+from tests.support.media import eventually
 from tests.support.phones import random_phone
 
 RECIPIENT = "+447911123456"
@@ -279,19 +280,20 @@ async def test_a_duplicate_committed_while_the_write_waits_for_its_lock_is_found
     holder = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     released: list[asyncio.Task[None]] = []
 
-    async def commit_once_waited_for() -> None:
-        # Committed anyway after 10 s: a write that never waits fails below.
+    async def a_lock_is_waited_for() -> bool:
         async with pool.connection() as conn:
-            for _ in range(1000):
-                cur = await conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                    " AND database = (SELECT oid FROM pg_database"
-                    "                 WHERE datname = current_database())"
-                )
-                if await cur.fetchone() != (0,):
-                    break
-                await asyncio.sleep(0.01)
-        await holder.execute("COMMIT")
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            return await cur.fetchone() != (0,)
+
+    async def commit_once_waited_for() -> None:
+        try:
+            await eventually(a_lock_is_waited_for)
+        finally:
+            # Whatever happened, the write must not wait for ever.
+            await holder.execute("COMMIT")
 
     async def hold_the_lock_with_the_same_message() -> None:
         await holder.execute("BEGIN")
