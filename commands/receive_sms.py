@@ -3,13 +3,14 @@
 Several requests are handled together (group commit): every request is still
 decided by the sender decider (domain/sender.py), in arrival order, against a
 window that remembers what the batch itself accepted. A batch costs two
-statements and no transaction: the windows and the clock are read without a
-lock; the decisions are made; then one statement takes the senders' locks,
-checks that no window gained a row the decisions did not see, and writes the
-window rows, the idempotency keys and the events. When the check fails (a
-concurrent batch for one of the senders came first), the batch is decided
-again the way every other command is (commands/handler.py): under the locks
-it takes first, in a transaction, where nothing can change under it.
+statements (three when it carries idempotency keys) and no transaction: the
+windows and the clock are read without a lock; the decisions are made; then
+one statement takes the senders' locks, checks that no window gained a row
+the decisions did not see, and writes the window rows, the idempotency keys
+and the events. When the check fails (a concurrent batch for one of the
+senders came first), the batch is decided again the way every other command
+is (commands/handler.py): under the locks it takes first, in a transaction,
+where nothing can change under it.
 """
 
 from __future__ import annotations
