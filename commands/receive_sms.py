@@ -3,8 +3,8 @@
 Several requests are handled together (group commit): every request is still
 decided by the sender decider (domain/sender.py), in arrival order, against a
 window that remembers what the batch itself accepted. A batch costs two
-statements (three when it carries idempotency keys) and no transaction: the
-windows and the clock are read without a lock; the decisions are made; then
+statements and no transaction: the windows, the idempotency keys and the
+clock are read without a lock; the decisions are made; then
 one statement takes the senders' locks, checks that no window gained a row
 the decisions did not see, and writes the window rows, the idempotency keys
 and the events. When the check fails (a concurrent batch for one of the
@@ -86,10 +86,10 @@ class KeyReuse(msgspec.Struct, frozen=True):
 
 Outcome = NewMessage | Duplicate | OverRateLimit | Replay | KeyReuse
 
-# The windows and the clock, read in one snapshot. On the locked path a
-# separate statement from the lock: in READ COMMITTED each statement takes its
-# snapshot when it starts, so this one sees every commit made before the lock
-# was granted.
+# The windows, the clock and the batch's idempotency keys, read in one
+# statement and one snapshot. On the locked path a separate statement from the
+# lock: in READ COMMITTED each statement takes its snapshot when it starts, so
+# this one sees every commit made before the lock was granted.
 # Each sender is its own probe of the primary key: OFFSET 0 keeps the inner
 # query from being merged into a join, which the planner, on a window table it
 # has no statistics for yet (or once saw nearly empty), could make a scan of
@@ -97,9 +97,11 @@ Outcome = NewMessage | Duplicate | OverRateLimit | Replay | KeyReuse
 # The age test is written on the row's side so that it only filters the
 # sender's few rows: as `received_at > now - window` it could instead lead a
 # scan of the index pruning uses, through every sender's last minute.
+# `{keys}` is NULL for a batch without keys, else `_KEYS`, their rows as one
+# JSON document (on every row of the result; the first is read).
 _WINDOW = """
-WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
-SELECT clock.now, w.sender, w.message_id, w.recipient, w.text, w.received_at
+WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now, {keys} AS keys)
+SELECT clock.now, clock.keys, w.sender, w.message_id, w.recipient, w.text, w.received_at
 FROM clock LEFT JOIN LATERAL (
     SELECT w.* FROM unnest(%s::text[]) AS s (sender)
     CROSS JOIN LATERAL (
@@ -111,15 +113,21 @@ FROM clock LEFT JOIN LATERAL (
 ORDER BY w.received_at
 """
 
-# One probe of the primary key per key, for the same reason as the window's.
-_KEYS = """
-SELECT k.actor, k.key, k.request_hash, k.outcome, k.message_id,
-       k.quota_limit, k.quota_remaining, k.quota_reset
-FROM unnest(%s::text[], %s::text[]) AS u (actor, key)
-CROSS JOIN LATERAL (
-    SELECT * FROM idempotency_keys AS k WHERE k.actor = u.actor AND k.key = u.key OFFSET 0
-) AS k
-"""
+# One probe of the primary key per key, for the same reason as the window's;
+# the rows in `_KeyRow`'s shape (the hash in base64, on one line).
+_KEYS = """(
+    SELECT json_agg(json_build_object(
+        'actor', k.actor, 'key', k.key,
+        'request_hash', translate(encode(k.request_hash, 'base64'), E'\\n', ''),
+        'outcome', k.outcome, 'message_id', k.message_id, 'quota_limit', k.quota_limit,
+        'quota_remaining', k.quota_remaining, 'quota_reset', k.quota_reset))::text
+    FROM unnest(%s::text[], %s::text[]) AS u (actor, key)
+    CROSS JOIN LATERAL (
+        SELECT * FROM idempotency_keys AS k WHERE k.actor = u.actor AND k.key = u.key OFFSET 0
+    ) AS k
+)"""
+_WINDOW_ALONE = _WINDOW.format(keys="NULL::text")
+_WINDOW_AND_KEYS = _WINDOW.format(keys=_KEYS)
 
 # A read without the locks older than this is read again: a message's time is
 # its read's. (The locked path reads under the locks it writes under, in one
@@ -166,10 +174,13 @@ class _FirstAnswer(msgspec.Struct, frozen=True):
     quota: Quota | None
 
     @staticmethod
-    def from_row(row: tuple[Any, ...]) -> _FirstAnswer:
-        request_hash, came, message_id, limit, remaining, reset = row
-        quota = None if limit is None else Quota(limit, remaining, reset)
-        return _FirstAnswer(bytes(request_hash), came, message_id, quota)
+    def kept(row: _KeyRow) -> _FirstAnswer:
+        quota = (
+            None
+            if row.quota_limit is None
+            else Quota(row.quota_limit, row.quota_remaining or 0, row.quota_reset or 0)
+        )
+        return _FirstAnswer(row.request_hash, row.outcome, row.message_id, quota)
 
     @staticmethod
     def of(key: IdempotencyKey, outcome: _Accepted | Duplicate) -> _FirstAnswer:
@@ -212,6 +223,9 @@ class _KeyRow(msgspec.Struct, frozen=True):
     quota_limit: int | None
     quota_remaining: int | None
     quota_reset: int | None
+
+
+_key_rows = msgspec.json.Decoder(list[_KeyRow])
 
 
 class _Accepted(msgspec.Struct, frozen=True):
@@ -305,15 +319,18 @@ async def _write(
 async def _read(
     conn: psycopg.AsyncConnection[Any], senders: list[str], keyed: list[IdempotencyKey]
 ) -> _Read:
-    rows = await (await conn.execute(_WINDOW, (senders, RATE_WINDOW))).fetchall()
-    known: dict[tuple[str, str], _FirstAnswer] = {}
     if keyed:
-        cur = await conn.execute(_KEYS, ([k.actor for k in keyed], [k.key for k in keyed]))
-        known = {(r[0], r[1]): _FirstAnswer.from_row(r[2:]) for r in await cur.fetchall()}
+        params: tuple[Any, ...] = ([k.actor for k in keyed], [k.key for k in keyed])
+        cur = await conn.execute(_WINDOW_AND_KEYS, (*params, senders, RATE_WINDOW))
+    else:
+        cur = await conn.execute(_WINDOW_ALONE, (senders, RATE_WINDOW))
+    rows = await cur.fetchall()
+    found = _key_rows.decode(rows[0][1]) if rows[0][1] is not None else []
     recent: dict[str, list[Recent]] = defaultdict(list)
-    for _, from_, message_id, to, message, received_at in rows:
+    for _, _, from_, message_id, to, message, received_at in rows:
         if from_ is not None:
             recent[from_].append(Recent(message_id, to, message, received_at))
+    known = {(k.actor, k.key): _FirstAnswer.kept(k) for k in found}
     return _Read(rows[0][0], dict(recent), known)
 
 

@@ -184,6 +184,8 @@ async def hot_paths(url: str) -> list[tuple[str, Statement, Any, bool]]:
         a_sender = random_phone()
         batch = [request(a_sender, str(uuid7())), request(random_phone(), None)]
         await receive_batch(conn, [*batch, request(a_sender, "key-00000001")])
+        # A batch without keys reads its windows by a statement of its own.
+        await receive_batch(conn, [request(random_phone(), None)])
         message_id = batch[0].command.message_id
         image = Image(
             sha256=f"{uuid7().int:064x}",

@@ -122,6 +122,17 @@ async def test_a_key_replays_its_first_answer_and_refuses_another_body(
     assert await stored_for(pool, sender) == 2
 
 
+async def test_a_request_hash_longer_than_a_base64_line_is_read_back_whole(
+    pool: AsyncConnectionPool,
+) -> None:
+    # PostgreSQL's base64 breaks lines every 76 characters (57 bytes).
+    sender, key, body = random_phone(), f"key-{uuid7()}", "x" * 100
+    first = await one(pool, request(sender, body, key))
+    assert isinstance(first, NewMessage)
+    replay = await one(pool, request(sender, body, key))
+    assert replay == Replay("new", first.event.message_id, first.quota)
+
+
 async def test_a_key_used_twice_in_one_batch_is_replayed_within_it(
     pool: AsyncConnectionPool,
 ) -> None:
