@@ -48,7 +48,8 @@ CRUD = "plain CRUD's INSERT"
 # What each statement does, by its text (the first pattern that matches).
 # A batch of `POST /messages` writes its window rows and keys in its append's
 # statement, after the check of its senders' windows under their locks: all
-# of that counts as the append. The window's read is the other group.
+# of that counts as the append. The window's read (with a keyed batch's keys)
+# is the other group.
 GROUPS = (
     ("the append to the log", r"INSERT INTO events\b"),
     ("the messages fold", r"^WITH batch AS \( SELECT \(data->>"),

@@ -97,11 +97,12 @@ Outcome = NewMessage | Duplicate | OverRateLimit | Replay | KeyReuse
 # The age test is written on the row's side so that it only filters the
 # sender's few rows: as `received_at > now - window` it could instead lead a
 # scan of the index pruning uses, through every sender's last minute.
-# `{keys}` is NULL for a batch without keys, else `_KEYS`, their rows as one
-# JSON document (on every row of the result; the first is read).
+# `{keys}` is NULL for a batch without keys, else their rows as one JSON
+# document, on the first row of the result only (a batch of 64 keyed retries
+# would otherwise carry it on each of its senders' window rows).
 _WINDOW = """
-WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now, {keys} AS keys)
-SELECT clock.now, clock.keys, w.sender, w.message_id, w.recipient, w.text, w.received_at
+WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
+SELECT clock.now, {keys}, w.sender, w.message_id, w.recipient, w.text, w.received_at
 FROM clock LEFT JOIN LATERAL (
     SELECT w.* FROM unnest(%s::text[]) AS s (sender)
     CROSS JOIN LATERAL (
@@ -127,7 +128,9 @@ _KEYS = """(
     ) AS k
 )"""
 _WINDOW_ALONE = _WINDOW.format(keys="NULL::text")
-_WINDOW_AND_KEYS = _WINDOW.format(keys=_KEYS)
+_WINDOW_AND_KEYS = _WINDOW.format(
+    keys=f"CASE WHEN row_number() OVER (ORDER BY w.received_at) = 1 THEN {_KEYS} END"
+)
 
 # A read without the locks older than this is read again: a message's time is
 # its read's. (The locked path reads under the locks it writes under, in one
@@ -175,10 +178,13 @@ class _FirstAnswer(msgspec.Struct, frozen=True):
 
     @staticmethod
     def kept(row: _KeyRow) -> _FirstAnswer:
+        """As read back: without a quota for a key stored before quotas were kept
+        (the three columns are written together, all or none)."""
+        limit, remaining, reset = row.quota_limit, row.quota_remaining, row.quota_reset
         quota = (
             None
-            if row.quota_limit is None
-            else Quota(row.quota_limit, row.quota_remaining or 0, row.quota_reset or 0)
+            if limit is None or remaining is None or reset is None
+            else Quota(limit, remaining, reset)
         )
         return _FirstAnswer(row.request_hash, row.outcome, row.message_id, quota)
 
@@ -211,9 +217,10 @@ class _FirstAnswer(msgspec.Struct, frozen=True):
 
 
 class _KeyRow(msgspec.Struct, frozen=True):
-    """A key's row in `idempotency_keys`, encoded into `_ACCEPT`'s document of
-    keys (one parameter, where eight arrays cost the client twice its time;
-    the hash as base64, as msgspec writes bytes)."""
+    """A key's row in `idempotency_keys`, as `_ACCEPT` takes it and the window's
+    read gives it back: one JSON document (one parameter, where eight arrays
+    cost the client twice its time; the hash as base64, as msgspec writes
+    bytes)."""
 
     actor: str
     key: str
@@ -320,12 +327,15 @@ async def _read(
     conn: psycopg.AsyncConnection[Any], senders: list[str], keyed: list[IdempotencyKey]
 ) -> _Read:
     if keyed:
-        params: tuple[Any, ...] = ([k.actor for k in keyed], [k.key for k in keyed])
-        cur = await conn.execute(_WINDOW_AND_KEYS, (*params, senders, RATE_WINDOW))
+        cur = await conn.execute(
+            _WINDOW_AND_KEYS,
+            ([k.actor for k in keyed], [k.key for k in keyed], senders, RATE_WINDOW),
+        )
     else:
         cur = await conn.execute(_WINDOW_ALONE, (senders, RATE_WINDOW))
     rows = await cur.fetchall()
-    found = _key_rows.decode(rows[0][1]) if rows[0][1] is not None else []
+    document = next((row[1] for row in rows if row[1] is not None), None)
+    found = [] if document is None else _key_rows.decode(document)
     recent: dict[str, list[Recent]] = defaultdict(list)
     for _, _, from_, message_id, to, message, received_at in rows:
         if from_ is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -131,6 +132,25 @@ async def test_a_request_hash_longer_than_a_base64_line_is_read_back_whole(
     assert isinstance(first, NewMessage)
     replay = await one(pool, request(sender, body, key))
     assert replay == Replay("new", first.event.message_id, first.quota)
+
+
+async def test_a_batchs_keys_come_back_once_not_on_every_window_row(
+    pool: AsyncConnectionPool,
+) -> None:
+    senders = [random_phone() for _ in range(3)]
+    keys = [f"key-{uuid7()}" for _ in senders]
+    for sender, key in zip(senders, keys, strict=True):
+        await one(pool, request(sender, "first", key))
+        await one(pool, request(sender, "second"))
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            receive_sms._WINDOW_AND_KEYS,
+            (["tester"] * 3, keys, senders, receive_sms.RATE_WINDOW),
+        )
+        rows = await cur.fetchall()
+    assert len(rows) == 6
+    [document] = [row[1] for row in rows if row[1] is not None]
+    assert sorted(k["key"] for k in json.loads(document)) == sorted(keys)
 
 
 async def test_a_key_used_twice_in_one_batch_is_replayed_within_it(

@@ -18,7 +18,7 @@ from bench.statements import (
     wal_rows,
 )
 from commands.event_store import _INSERT as APPEND
-from commands.receive_sms import _ACCEPT, _WINDOW
+from commands.receive_sms import _ACCEPT, _WINDOW_ALONE, _WINDOW_AND_KEYS
 from projections.messages import _FOLD as MESSAGES_FOLD
 
 
@@ -29,7 +29,9 @@ def one_line(statement: str) -> str:
 
 def test_the_services_statements_are_sorted_by_what_they_do() -> None:
     assert group_of(one_line(APPEND)) == "the append to the log"
-    assert group_of(one_line(_WINDOW)) == "the sender's window and the locks"
+    assert group_of(one_line(_WINDOW_ALONE)) == "the sender's window and the locks"
+    # A keyed batch's keys are read with its windows.
+    assert group_of(one_line(_WINDOW_AND_KEYS)) == "the sender's window and the locks"
     # The window's rows, the keys and the events go in together.
     assert group_of(one_line(_ACCEPT)) == "the append to the log"
     fold = MESSAGES_FOLD.format(
