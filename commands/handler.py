@@ -35,12 +35,10 @@ class Namespace(IntEnum):
     SENDER = 7369
 
 
-# Taken in key order, so writers holding several never wait on each other in a cycle.
-_LOCK = """
-SELECT pg_advisory_xact_lock(k)
-FROM (SELECT DISTINCT hashtextextended(s, %s) AS k
-      FROM unnest(%s::text[]) AS s ORDER BY 1) AS keys
-"""
+# Each key once, in key order, so writers holding several never wait on each
+# other in a cycle (migrations/0023_lock_keys.sql; the write decided before its
+# locks takes them through the same function).
+_LOCK = "SELECT lock_keys(%s::text[], %s)"
 
 CLOCK = "SELECT clock_timestamp()"
 
@@ -50,7 +48,7 @@ async def lock(
 ) -> None:
     """Hold these keys until the transaction ends. Writers that decide on what they
     read take them first: they queue behind each other instead of conflicting."""
-    await conn.execute(_LOCK, (int(namespace), list(keys)))
+    await conn.execute(_LOCK, (list(keys), int(namespace)))
 
 
 class Intent(msgspec.Struct, Generic[C], frozen=True):

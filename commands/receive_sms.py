@@ -139,9 +139,10 @@ FRESH = timedelta(seconds=5)
 
 # The batch's writes, in one statement once `gate` has passed. The gate
 # (migrations/0022_optimistic_window.sql) takes the locks of the senders that
-# accept a message and raises if any of their windows gained a row since the
-# read; every insert draws its rows through the gate's one row, so none is
-# written before it has passed, and nothing at all if it raises. With no
+# accept a message, as `lock` takes them (0023), and raises if any of their
+# windows gained a row since the read; every insert draws its rows through the
+# gate's one row, so none is written before it has passed, and nothing at all
+# if it raises. With no
 # senders (a batch that stores only keys) it checks only that the read is
 # fresh; the locked path, whose locks are held already, passes neither senders
 # nor a bound. The window rows are the accepted events themselves, as one JSON

@@ -10,6 +10,7 @@ from psycopg import errors, sql
 from uuid_utils.compat import uuid7
 
 from commands.event_store import Append, append
+from commands.handler import Namespace, lock
 from domain.events import EventMetadata, SmsReceived, stream_of
 from migrations import migrate
 from projections.catalog import projectors, read_models
@@ -52,6 +53,16 @@ async def test_the_service_role_appends_folds_and_reads(url: str) -> None:
         assert await cur.fetchone() == ("processed",)
         cur = await conn.execute("SELECT processed FROM message_counters")
         assert await cur.fetchone() == (1,)
+
+
+async def test_the_service_role_locks_every_key_once(url: str) -> None:
+    async with await as_service(url) as conn, conn.transaction():
+        await lock(conn, Namespace.SENDER, ["+15550001", "+15550002", "+15550001", "+15550003"])
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid = pg_backend_pid()"
+        )
+        assert await cur.fetchone() == (3,)
 
 
 @pytest.mark.parametrize(
