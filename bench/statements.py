@@ -57,7 +57,7 @@ GROUPS = (
         "the counters fold",
         r"WITH batch AS MATERIALIZED \( SELECT stream_id, type, data FROM \"current_events\"",
     ),
-    ("the sender's window and the locks", r"sender_window|pg_advisory_xact_lock"),
+    ("the sender's window and the locks", r"sender_window|pg_advisory_xact_lock|lock_keys"),
     ("the projectors' lease", r"SELECT lease\.tx_id"),
     ("the processing stage's reads", r"^SELECT position, tx_id::text AS tx_text"),
     (

@@ -38,7 +38,7 @@ class Namespace(IntEnum):
 # Each key once, in key order, so writers holding several never wait on each
 # other in a cycle (migrations/0023_lock_keys.sql; the write decided before its
 # locks takes them through the same function).
-_LOCK = "SELECT lock_keys(%s::text[], %s)"
+_LOCK = "SELECT lock_keys(%s::text[], %s::bigint)"
 
 CLOCK = "SELECT clock_timestamp()"
 

@@ -142,11 +142,10 @@ FRESH = timedelta(seconds=5)
 # accept a message, as `lock` takes them (0023), and raises if any of their
 # windows gained a row since the read; every insert draws its rows through the
 # gate's one row, so none is written before it has passed, and nothing at all
-# if it raises. With no
-# senders (a batch that stores only keys) it checks only that the read is
-# fresh; the locked path, whose locks are held already, passes neither senders
-# nor a bound. The window rows are the accepted events themselves, as one JSON
-# document (see event_store).
+# if it raises. With no senders (a batch that stores only keys) it checks only
+# that the read is fresh; the locked path, whose locks are held already,
+# passes neither senders nor a bound. The window rows are the accepted events
+# themselves, as one JSON document (see event_store).
 _ACCEPT = """
 WITH gate AS MATERIALIZED (
     SELECT senders_unchanged(%s::text[], %s::bigint, %s::uuid[], %s::timestamptz, %s::interval,

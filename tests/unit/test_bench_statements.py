@@ -18,6 +18,7 @@ from bench.statements import (
     wal_rows,
 )
 from commands.event_store import _INSERT as APPEND
+from commands.handler import _LOCK
 from commands.receive_sms import _ACCEPT, _WINDOW_ALONE, _WINDOW_AND_KEYS
 from projections.messages import _FOLD as MESSAGES_FOLD
 
@@ -34,6 +35,8 @@ def test_the_services_statements_are_sorted_by_what_they_do() -> None:
     assert group_of(one_line(_WINDOW_AND_KEYS)) == "the sender's window and the locks"
     # The window's rows, the keys and the events go in together.
     assert group_of(one_line(_ACCEPT)) == "the append to the log"
+    # Every other writer's locks (the processing stage's on its streams).
+    assert group_of(one_line(_LOCK)) == "the sender's window and the locks"
     fold = MESSAGES_FOLD.format(
         events='"current_events"',
         sms_messages="sms_messages",
