@@ -61,6 +61,7 @@ from bench.harness import (
     Server,
     arguments,
     disk_read,
+    event_loop,
     header,
     load_note,
     machine,
@@ -71,7 +72,7 @@ from bench.harness import (
     verdict,
 )
 from bench.ingest import DEFAULT_WORKERS, Maximum, control, maximum, served
-from bench.query import half_load, http_rates, scenarios
+from bench.query import http_rates, scenarios, watched_half_load
 from bench.rounds import drained
 from domain.events import Event, EventMetadata, MediaAttached, SmsProcessed, SmsReceived
 from projections.processing import ACTOR as PROCESSING_ACTOR
@@ -83,6 +84,7 @@ MEDIA = 0.05  # share of messages with an image attached
 PER_TRANSACTION = 200_000  # events per loading transaction
 TOLERANCE = 0.20
 HALF_RUNS = 3  # open-loop runs a query's p99 is the median of
+SLOW_MS = 100.0  # a query run whose p99 passes this is listed with its loop's share
 # Ingest runs at a size, each paired with a control run right after it: the
 # machine's speed drifts by 20 % and more within minutes.
 PAIRS = 3
@@ -288,8 +290,11 @@ def grouped(sizes: dict[str, dict[str, int]]) -> dict[str, int]:
     return out
 
 
-def measure_queries(listen: int, senders: list[str], seconds: float, logs: Path) -> dict[str, Any]:
+def measure_queries(
+    listen: int, senders: list[str], seconds: float, logs: Path, worker: int
+) -> dict[str, Any]:
     results = {}
+    loop = event_loop(worker)
     # The list queries only: the curves' log is loaded, not sent, so no message has
     # been through the API for GET /messages/{id}.
     for name, paths, _ in scenarios(senders, []):
@@ -297,18 +302,24 @@ def measure_queries(listen: int, senders: list[str], seconds: float, logs: Path)
             continue
         print(f"  query {name} ({load_note()})", flush=True)
         read = disk_read()
-        run, half, _, _ = http_rates(listen, paths, seconds, logs)
+        run, half, _, busy = http_rates(listen, paths, seconds, logs, loop=loop)
         # One stall (a checkpoint, autovacuum, the machine) decides the p99 of
         # a short run: the median of HALF_RUNS runs at the same rate is read.
-        halves = [half] + [
-            half_load(listen, paths, run.rps / 2, seconds) for _ in range(HALF_RUNS - 1)
+        watched = [(half, busy)] + [
+            watched_half_load(listen, paths, run.rps / 2, seconds, loop)
+            for _ in range(HALF_RUNS - 1)
         ]
+        halves = [h for h, _ in watched]
         p99s = [h.percentile(99) * 1000 for h in halves]
         results[name] = {
             "max_rps": run.rps,
             "p50_ms": statistics.median(h.percentile(50) * 1000 for h in halves),
             "p99_ms": statistics.median(p99s),
             "p99_runs_ms": p99s,
+            # The worker's event-loop thread's share of each run on the CPU: a
+            # slow run at 0.9 and up saturated the worker, one well below met a
+            # queue behind something else (see bench.query's "loop busy").
+            "loop_busy_runs": [b for _, b in watched],
             "not_200": run.unexpected(200) + sum(h.sent - h.statuses.get(200, 0) for h in halves),
             # What the page cache did not hold of the pages the queries read.
             "disk_read_bytes": disk_read() - read,
@@ -366,7 +377,7 @@ def step(
         load = os.getloadavg()[0]
         started = time.perf_counter()
         listen = int(base.rsplit(":", 1)[1])
-        queries = measure_queries(listen, senders, args.query_seconds, logs)
+        queries = measure_queries(listen, senders, args.query_seconds, logs, pid)
         timings["query"] = time.perf_counter() - started
         started = time.perf_counter()
         pairs: list[tuple[Maximum, Maximum]] = []
@@ -487,6 +498,14 @@ def report(points: list[dict[str, Any]]) -> None:
             rows,
         )
     )
+    slow = slow_runs(points)
+    print()
+    print(
+        f"Open-loop query runs whose p99 passed {SLOW_MS:.0f} ms, with the share of the run"
+        " the worker's event loop was on the CPU (from about 90 %: the half rate saturated"
+        " the worker; well below: a queue behind something else):"
+    )
+    print(table(["messages", "query", "p99 ms", "loop busy %"], slow) if slow else "none")
     print()
     print("Disk, bytes per message stored (tables with their TOAST; indexes apart):")
     names = list(points[0]["disk"]["groups"])
@@ -528,6 +547,21 @@ def report(points: list[dict[str, Any]]) -> None:
         " (hashes of the right shape, not a chain): `smsq verify` would reject it."
         " Sizes and costs are those of a chained log; see bench/README.md."
     )
+
+
+def slow_runs(points: list[dict[str, Any]]) -> list[list[object]]:
+    """Each open-loop query run over SLOW_MS at p99: size, query, p99 and the loop's
+    share of the run on the CPU in per cent ("" where it was not read)."""
+    rows: list[list[object]] = []
+    for p in points:
+        for q in QUERIES:
+            figures = p["queries"][q]
+            # Curves written before the loop's share was read have none.
+            busy = figures.get("loop_busy_runs") or [None] * len(figures["p99_runs_ms"])
+            for p99, share in zip(figures["p99_runs_ms"], busy, strict=True):
+                if p99 > SLOW_MS:
+                    rows.append([p["messages"], q, p99, "" if share is None else 100 * share])
+    return rows
 
 
 def speed(point: dict[str, Any]) -> float:

@@ -208,13 +208,21 @@ def http_rates(
     `loop` (the worker), its event-loop thread's CPU is read around both runs.
     """
     run, loop_us = maximum(listen, paths, seconds, logs, loop, spy)
-    before, started = loop_cpu(loop), time.perf_counter()
-    half = half_load(listen, paths, run.rps / 2, seconds)
-    after = loop_cpu(loop)
-    busy = None
-    if before is not None and after is not None:
-        busy = (after - before) / (time.perf_counter() - started)
+    half, busy = watched_half_load(listen, paths, run.rps / 2, seconds, loop)
     return Rates(run, half, loop_us, busy)
+
+
+def watched_half_load(
+    listen: int, paths: list[str], rate: float, seconds: float, loop: psutil.Process | None
+) -> tuple[openloop.Result, float | None]:
+    """`half_load`, and the share of its time the worker's event-loop thread spent
+    on the CPU (None when `loop` is not given or not readable; see `Rates.half_busy`)."""
+    before, started = loop_cpu(loop), time.perf_counter()
+    half = half_load(listen, paths, rate, seconds)
+    after = loop_cpu(loop)
+    if before is None or after is None:
+        return half, None
+    return half, (after - before) / (time.perf_counter() - started)
 
 
 def maximum(
