@@ -9,17 +9,31 @@ smsq_auditor, so that its peak RSS is its own; its RSS is sampled at each
 progress mark. It runs three times on the same log (once with --quick), after
 a checkpoint has written the seeding out; the run of median wall time is
 reported, with the rate of every run beside it.
+
+Then what two cores can reach. Any verifier of this log spends, for each
+event, the server's COPY of the values its hash covers, the receipt of that
+row, one SHA-256 and the decoding of its data: each is measured on the same
+log, one at a time (the server's COPY read and dropped by one client; the
+hash and the decoding on the first rows, held in memory). Their sum is the
+floor, an estimate measured alone, not a bound. At the goal's rate the cores
+give each event `cores / 200,000` of a second of CPU: the budget. What it
+leaves over the floor is all that the verifier's own work may cost (the
+hash's encoding, the chain's links, the seals, the faults) for the goal to
+be met on this machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import psutil
 import psycopg
@@ -39,10 +53,12 @@ from bench.harness import (
 from bench.replay import seed_log
 from projections.runner import catch_up
 from projections.sealer import Sealer
+from projections.verify_part import _EVENTS, _KINDS, END
 
 GOAL = 200_000
 RUNS = 3  # of the verifier on the same log (1 with --quick)
 APP = "smsq-bench-verify"
+SAMPLE = 100_000  # rows held in memory to time the hash and the decoding
 
 
 async def seal(url: str) -> int:
@@ -74,6 +90,78 @@ def run_child(url: str) -> tuple[dict[str, float], float]:
     if proc.returncode:
         raise RuntimeError(f"verify failed ({proc.returncode})")
     return json.loads(out.strip().splitlines()[-1]), sum(spent.values())
+
+
+class Floor(NamedTuple):
+    """CPU an event, in µs, that any verifier of this log spends."""
+
+    server: float  # the server's COPY of the values the hash covers
+    receive: float  # the client's receipt of each row
+    sha256: float  # one SHA-256 of a row's bytes (about the hash's input)
+    decode: float  # the event's data decoded as its type
+
+    @property
+    def total(self) -> float:
+        return self.server + self.receive + self.sha256 + self.decode
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def _per_row(work: Callable[[], object], rows: int) -> float:
+    """The CPU `work` takes, in µs a row."""
+    started = time.process_time()
+    work()
+    return (time.process_time() - started) * 1e6 / rows
+
+
+def measure_floor(url: str) -> Floor:
+    """Each part of the floor, measured alone on the log at `url` (see the module's doc)."""
+    bounds = {"tx": 0, "position": 0, "to_tx": END[0], "to_position": END[1]}
+    rows: list[bytes] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET enable_sort = off")  # the log in index order, as the verifier reads it
+        backend = psutil.Process(conn.info.backend_pid)
+        server, client, count = _cpu(backend), time.process_time(), 0
+        with conn.cursor() as cur, cur.copy(_EVENTS, bounds) as copy:
+            for row in copy:
+                line = bytes(row)
+                if count < SAMPLE:
+                    rows.append(line)
+                count += 1
+        server = (_cpu(backend) - server) * 1e6 / count
+        client = (time.process_time() - client) * 1e6 / count
+    sha256 = hashlib.sha256
+    cols = [line.split(b"\t") for line in rows]
+    data = [(kind[0], c[7]) for c in cols if (kind := _KINDS.get((c[5], c[6]))) and kind[0]]
+
+    def hash_all() -> None:
+        for line in rows:
+            sha256(line).hexdigest()
+
+    def decode_all() -> None:
+        for decoder, value in data:
+            decoder.decode(value)
+
+    return Floor(server, client, _per_row(hash_all, len(rows)), _per_row(decode_all, len(data)))
+
+
+def reach(cores: int, spent: float, floor: Floor) -> tuple[list[str], list[list[object]]]:
+    """The CPU an event spent (the verifier's and its server backends'), the
+    floor and what is spent over it; the budget at the goal's rate on `cores`,
+    and what that leaves over the floor (below zero: out of this machine's
+    reach, whatever the verifier's own work costs)."""
+    budget = cores * 1e6 / GOAL
+    headers = [
+        "spent µs/event",
+        "floor µs/event",
+        "over the floor",
+        f"budget at {GOAL:,}/s on {cores} cores",
+        "budget over the floor",
+    ]
+    return headers, [[spent, floor.total, spent - floor.total, budget, budget - floor.total]]
 
 
 def bench(server: Server, quick: bool, events: int | None) -> int:
@@ -147,6 +235,14 @@ def bench(server: Server, quick: bool, events: int | None) -> int:
         ["a clean log verifies clean", str(report["faults"]), verdict(report["faults"] == 0)],
     ]
     print(table(["goal", "measured", "verdict"], goals))
+    floor = measure_floor(url)
+    print(
+        f"the floor, each part alone: the server's COPY {floor.server:.2f} µs an event,"
+        f" receiving its row {floor.receive:.2f}, SHA-256 {floor.sha256:.2f},"
+        f" decoding {floor.decode:.2f}"
+    )
+    spent = (report["cpu"] + server_cpu) * 1e6 / report["events"]
+    print(table(*reach(cores, spent, floor)))
     return 0 if report["faults"] == 0 else 1
 
 
