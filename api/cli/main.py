@@ -89,8 +89,10 @@ def serve() -> None:
         # (as smsq_service: nothing that serves requests connects as the owner),
         # and keep their HTTP counters in files that any of them can add up.
         os.environ["SMSQ_DATABASE_URL"] = service_url(settings, url)
-        # Made here, before the workers start, so that they all read one key.
-        _seal_key(settings)
+        # Made here, before the workers start, so that they all read one key;
+        # a server that runs no sealer neither makes nor reads one.
+        if settings.run_projectors and settings.run_sealer:
+            _seal_key(settings)
         # (This process must not import prometheus_client before setting it:
         # the library picks its mode once, at import, and workers inherit it.)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = counts
@@ -230,4 +232,5 @@ async def _replay(url: str, models: list[Any], chunk: int) -> None:
 for command in (migrate, replay, events, verify, *keys.commands.values()):
     setting_flags(command, DATABASE)
 setting_flags(serve)
-setting_flags(worker, (*DATABASE, "seal_key_file", "pool_max", "db_timeout", "stop_grace"))
+WORKER = ("seal_key_file", "run_sealer", "pool_max", "db_timeout", "statement_timeout")
+setting_flags(worker, (*DATABASE, *WORKER, "stop_grace"))

@@ -24,6 +24,7 @@ from migrations import available, migrate
 from tests.support.asgi import running
 from tests.support.phones import random_phone
 from tests.support.postgres import Databases
+from tests.support.servers import serving
 
 
 async def sealed_message(client: httpx.AsyncClient) -> tuple[dict, dict]:
@@ -119,6 +120,18 @@ def test_readers_refuse_a_schema_that_is_behind(databases: Databases) -> None:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(available()) - 1,
         )
+
+
+def test_smsq_serve_told_not_to_seal_makes_no_key(databases: Databases, tmp_path: Path) -> None:
+    env = {
+        "SMSQ_DATABASE_URL": databases.create(),
+        "SMSQ_DATA_DIR": str(tmp_path / "data"),
+        "SMSQ_LOG_LEVEL": "WARNING",
+        "SMSQ_RUN_SEALER": "false",
+    }
+    with serving(env, tmp_path / "serve.log"):
+        pass
+    assert not (tmp_path / "data" / "seal-key.pem").exists()
 
 
 async def test_a_process_told_not_to_seal_runs_the_projectors_and_never_seals(
