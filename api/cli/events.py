@@ -15,7 +15,7 @@ import psycopg
 
 from api.cli.support import cli_settings, database, reader_url, require_current_schema
 from commands.notify import CHANNEL
-from domain.events import EVENT_TYPES, stream_of
+from domain.events import LOGGED_TYPES, stream_of
 from projections.log import LogEntry, read_after
 
 PAGE = 1000
@@ -41,7 +41,7 @@ def _stream(_: click.Context, __: click.Parameter, value: str | None) -> str | N
     help="Start after the event at this position (as GET /events does).",
 )
 @click.option(
-    "--type", "event_type", type=click.Choice(sorted(EVENT_TYPES)), help="Only this type."
+    "--type", "event_type", type=click.Choice(sorted(LOGGED_TYPES)), help="Only this type."
 )
 @click.option("--follow", is_flag=True, help="Keep printing events as they are committed.")
 def events(stream: str | None, after: int, event_type: str | None, follow: bool) -> None:

@@ -25,10 +25,10 @@ from api.http.problems import (
 from api.http.schemas import Event
 from api.http.services import Services
 from commands.event_store import read_stream
-from domain.events import EVENT_TYPES, stream_of
+from domain.events import LOGGED_TYPES, stream_of
 from projections.log import read_after
 
-EventType = Enum("EventType", {name: name for name in EVENT_TYPES}, type=str)  # type: ignore[misc]
+EventType = Enum("EventType", {name: name for name in LOGGED_TYPES}, type=str)  # type: ignore[misc]
 
 
 class Stream(msgspec.Struct):
@@ -90,7 +90,7 @@ class AuditController(Controller):
             EventType | None,
             QueryParameter(
                 # Left out, it is absent: the word `null` is not an event type.
-                schema_extra={"one_of": None, "type": "string", "enum": list(EVENT_TYPES)}
+                schema_extra={"one_of": None, "type": "string", "enum": list(LOGGED_TYPES)}
             ),
         ] = None,
         consistency_token: ConsistencyToken = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -28,7 +29,7 @@ from api.http.problems import PROBLEM_JSON, FieldError, invalid
 from api.http.schemas import Event
 from api.http.services import Services
 from commands.event_store import RecordedEvent
-from domain.events import EVENT_TYPES
+from domain.events import LOGGED_TYPES
 from projections.feed import Lagged
 
 _encode = msgspec.json.Encoder().encode
@@ -59,15 +60,19 @@ def _where_from(scope: Scope) -> tuple[int, str | None]:
     """`after` and `type` from the query; a Last-Event-ID (a reconnecting client's)
     wins over `after`."""
     after, event_type = 0, None
-    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    given = Counter(name for name, _ in pairs)
+    for name, value in pairs:
+        if name not in ("after", "type"):
+            raise _Refused(name[:100], "is not a query parameter here; known: after, type")
+        if given[name] > 1:  # of a repeated one, which would count?
+            raise _Refused(name, f"is given {given[name]} times; give it once")
         if name == "after":
             after = _position(value, "after")
-        elif name == "type":
-            if value not in EVENT_TYPES:
-                raise _Refused("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
-            event_type = value
+        elif value not in LOGGED_TYPES:
+            raise _Refused("type", f"must be one of {', '.join(sorted(LOGGED_TYPES))}")
         else:
-            raise _Refused(name[:100], "is not a query parameter here; known: after, type")
+            event_type = value
     for header, raw in scope["headers"]:
         if header == b"last-event-id":
             after = _position(raw.decode("latin-1"), "Last-Event-ID")

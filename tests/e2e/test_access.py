@@ -217,6 +217,20 @@ async def test_the_log_names_the_key_and_the_request(
 
 
 @IN_MODULE_LOOP
+async def test_the_log_is_filtered_by_the_access_streams_types_too(
+    keyed: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    answer = await keyed.get(
+        "/events", params={"type": "ApiKeyCreated", "limit": 1000}, headers=bearer(tokens["audit"])
+    )
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert {e["type"] for e in items} == {"ApiKeyCreated"}
+    made = {token.split("_")[1] for token in tokens.values()}
+    assert made <= {e["data"]["key_id"] for e in items}
+
+
+@IN_MODULE_LOOP
 @pytest.mark.parametrize("given", ["", "has space", "x" * 129, "caf\u00e9"])
 async def test_an_unusable_request_id_is_replaced_by_one_of_ours(
     keyed: httpx.AsyncClient, given: str

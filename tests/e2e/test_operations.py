@@ -170,6 +170,12 @@ def test_serve_refuses_a_public_address_until_a_key_exists_then_requires_it(
         assert httpx.get(f"{url}/events", headers=authorised).status_code == 403
         assert smsq("keys", "revoke", key_id, env=env).returncode == 0
         until(lambda: httpx.get(f"{url}/messages", headers=authorised).status_code == 401)
+    # The access stream's events are in the log, and its types filter it too.
+    revoked = smsq("events", "--type", "ApiKeyRevoked", env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    printed = [json.loads(line) for line in revoked.stdout.splitlines()]
+    assert {e["type"] for e in printed} == {"ApiKeyRevoked"}
+    assert key_id in {e["data"]["key_id"] for e in printed}
     assert smsq("keys", "revoke", "000000000000", env=env).returncode != 0
     bad = smsq("keys", "create", "--scopes", "read,admin", env=env)
     assert bad.returncode != 0

@@ -4,10 +4,12 @@ that takes nothing, whichever way its stream ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 from litestar.types import Message
 
 from api.http.feed import PIECE, event_stream, pieces
@@ -59,3 +61,37 @@ async def test_a_lagged_client_that_takes_nothing_is_let_go_within_the_write_tim
     assert start["type"] == "http.response.start"
     assert opening["body"].startswith(b": following the log")
     assert lagged["body"].startswith(b"event: lagged\n")
+
+
+async def opened(query: bytes) -> tuple[int, bytes]:
+    """The status GET /events/stream?`query` starts with, and its first body."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) == 2:
+            raise asyncio.CancelledError  # enough: the status and the first body
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    settings = SimpleNamespace(feed_heartbeat=15.0, feed_write_timeout=WRITE_TIMEOUT)
+    services = SimpleNamespace(feed=LaggedAtOnce(), settings=settings)
+    app = SimpleNamespace(state=SimpleNamespace(services=services))
+    scope = {"litestar_app": app, "query_string": query, "headers": []}
+    with contextlib.suppress(asyncio.CancelledError):
+        await event_stream.fn(scope, receive, send)
+    return sent[0]["status"], sent[1]["body"]
+
+
+async def test_the_stream_takes_each_parameter_once_and_every_logged_type() -> None:
+    status, body = await opened(b"after=1&after=2")
+    assert status == 422
+    assert msgspec.json.decode(body)["errors"] == [
+        {"field": "after", "message": "is given 2 times; give it once"}
+    ]
+    status, body = await opened(b"type=SmsDeleted")
+    assert status == 422
+    assert b"ApiKeyCreated" in body  # the types it takes, the access stream's among them
+    assert (await opened(b"type=ApiKeyRevoked"))[0] == 200
