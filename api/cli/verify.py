@@ -63,7 +63,10 @@ def verify(
 
     key = None
     if public_key is not None:
-        loaded = load_pem_public_key(public_key.read_bytes())
+        try:
+            loaded = load_pem_public_key(public_key.read_bytes())
+        except ValueError:
+            raise click.BadParameter("not a PEM public key", param_hint="--public-key") from None
         if not isinstance(loaded, Ed25519PublicKey):
             raise click.BadParameter("not an Ed25519 public key", param_hint="--public-key")
         key = loaded

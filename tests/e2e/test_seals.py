@@ -103,6 +103,13 @@ async def test_verify_as_the_auditor_exits_0_on_a_clean_log_and_1_naming_a_fault
     assert dirty.exit_code == 1
     assert f"position {position}: the hash does not match the event's contents" in dirty.stdout
 
+    # A key file that is no key is a usage error, before the log is read.
+    pem.write_text("not a key")
+    unusable = runner.invoke(main, ["verify", "--public-key", str(pem)], env=env)
+    assert unusable.exit_code == 2
+    assert "--public-key" in unusable.stderr
+    assert "not a PEM public key" in unusable.stderr
+
 
 def test_readers_refuse_a_schema_that_is_behind(databases: Databases) -> None:
     name = f"smsq_behind_{uuid4().hex[:12]}"
