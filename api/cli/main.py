@@ -232,5 +232,5 @@ async def _replay(url: str, models: list[Any], chunk: int) -> None:
 for command in (migrate, replay, events, verify, *keys.commands.values()):
     setting_flags(command, DATABASE)
 setting_flags(serve)
-WORKER = ("seal_key_file", "run_sealer", "pool_max", "db_timeout", "statement_timeout")
-setting_flags(worker, (*DATABASE, *WORKER, "stop_grace"))
+WORKER_SETTINGS = ("seal_key_file", "run_sealer", "pool_max", "db_timeout", "statement_timeout")
+setting_flags(worker, (*DATABASE, *WORKER_SETTINGS, "stop_grace"))
