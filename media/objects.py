@@ -1,9 +1,9 @@
 """Image bytes in an S3-compatible bucket, behind the same interface as the directory.
 
 `SMSQ_MEDIA_URL=s3://bucket/prefix` names the bucket and the prefix; everything
-else comes from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
-`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, ...), read by the
-client itself. Objects are named as the local store names its files
+else comes from the standard `AWS_*` variables (`AWS_ENDPOINT_URL_S3`, else
+`AWS_ENDPOINT_URL`; `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+...), read by the client itself. Objects are named as the local store names its files
 (`prefix/ab/cd/<sha256>`), so a media directory copied into a bucket
 (`aws s3 sync`) is a valid store as it stands.
 """
