@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 
 from api.runtime.embedded import embedded_server
+from bench.harness import stop_on_sigterm
 from media.objects import ObjectStore
 from media.probe import examine
 from media.store import LocalStore, MediaStore
@@ -226,6 +227,7 @@ def main() -> None:
     stores = args.stores.split(",")
     if set(stores) - {"local", "s3"}:
         parser.error("--stores takes local and s3")
+    stop_on_sigterm()
     os.environ.pop("SMSQ_DATABASE_URL", None)
     asyncio.run(bench(args.uploads, args.concurrency, args.workers, stores))
 

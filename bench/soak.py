@@ -30,6 +30,7 @@ import psutil
 import psycopg
 
 from api.runtime.embedded import embedded_server
+from bench.harness import stop_on_sigterm
 from tests.support.consistency import assert_folded_once
 from tests.support.phones import random_phone
 from tests.support.servers import free_port, smsq_process, wait_ready
@@ -197,6 +198,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
     args = parser.parse_args()
+    stop_on_sigterm()
     os.environ.pop("SMSQ_DATABASE_URL", None)
     raise SystemExit(asyncio.run(soak(args.minutes, args.rate, args.every)))
 

@@ -6,7 +6,7 @@ period and leaves no process, and no embedded PostgreSQL, behind.
 STOP_CYCLES sets how many cycles run against the run's database (the
 acceptance run uses 200; 12 by default, each of the twelve kinds of `plan`
 once), STOP_CYCLES_EMBEDDED how many with the embedded server; the figures
-are printed (`pytest -s`).
+are printed (`pytest -s -n 0`: pytest-xdist keeps a worker's prints).
 """
 
 from __future__ import annotations
