@@ -37,6 +37,20 @@ class LaggedAtOnce:
         yield None  # (an async generator, as the real feed's is)
 
 
+def lagged_scope(query: bytes) -> dict[str, Any]:
+    """GET /events/stream?`query` on an app whose feed has its follower lagged at once."""
+    settings = SimpleNamespace(feed_heartbeat=15.0, feed_write_timeout=WRITE_TIMEOUT)
+    services = SimpleNamespace(feed=LaggedAtOnce(), settings=settings)
+    app = SimpleNamespace(state=SimpleNamespace(services=services))
+    return {"litestar_app": app, "query_string": query, "headers": []}
+
+
+async def silent() -> Message:
+    """A client that sends nothing and stays."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
 async def test_a_lagged_client_that_takes_nothing_is_let_go_within_the_write_timeout() -> None:
     sent: list[Message] = []
 
@@ -45,17 +59,8 @@ async def test_a_lagged_client_that_takes_nothing_is_let_go_within_the_write_tim
         if len(sent) > 2:
             await asyncio.Event().wait()  # past the opening line, it reads nothing more
 
-    async def receive() -> Message:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    settings = SimpleNamespace(feed_heartbeat=15.0, feed_write_timeout=WRITE_TIMEOUT)
-    services = SimpleNamespace(feed=LaggedAtOnce(), settings=settings)
-    app = SimpleNamespace(state=SimpleNamespace(services=services))
-    scope = {"litestar_app": app, "query_string": b"", "headers": []}
-
     # Held on the stream's last send, it would wait for the client for ever.
-    await asyncio.wait_for(event_stream.fn(scope, receive, send), 20 * WRITE_TIMEOUT)
+    await asyncio.wait_for(event_stream.fn(lagged_scope(b""), silent, send), 20 * WRITE_TIMEOUT)
 
     start, opening, lagged = sent  # and nothing offered after the note it did not take
     assert start["type"] == "http.response.start"
@@ -72,16 +77,8 @@ async def opened(query: bytes) -> tuple[int, bytes]:
         if len(sent) == 2:
             raise asyncio.CancelledError  # enough: the status and the first body
 
-    async def receive() -> Message:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    settings = SimpleNamespace(feed_heartbeat=15.0, feed_write_timeout=WRITE_TIMEOUT)
-    services = SimpleNamespace(feed=LaggedAtOnce(), settings=settings)
-    app = SimpleNamespace(state=SimpleNamespace(services=services))
-    scope = {"litestar_app": app, "query_string": query, "headers": []}
     with contextlib.suppress(asyncio.CancelledError):
-        await event_stream.fn(scope, receive, send)
+        await event_stream.fn(lagged_scope(query), silent, send)
     return sent[0]["status"], sent[1]["body"]
 
 
