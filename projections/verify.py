@@ -110,7 +110,7 @@ def verify(
 def _begin(conn: psycopg.Connection[Any]) -> tuple[str, int]:
     """Open the snapshot every part reads; its name, and the first transaction after it."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    # The log in index order, never sorted (see verify_part._EVENTS).
+    # The log in index order, never sorted (see verify_part.EVENTS).
     conn.execute("SET LOCAL enable_sort = off")
     row = conn.execute(
         "SELECT pg_export_snapshot(), pg_snapshot_xmax(pg_current_snapshot())::text"

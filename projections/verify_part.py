@@ -30,7 +30,7 @@ from projections.chain import EventsDigest, SealBody
 # order. An index scan streams from the first row, so the server reads while
 # the verifier hashes; a sort or a hash join (the predecessor's hash by a
 # self-join) would hold every row back until the whole log had been read.
-_EVENTS = """
+EVENTS = """
 COPY (
     SELECT position, tx_id, stream_id, version, event_id, type, schema_version, data, metadata,
            (extract(epoch FROM recorded_at) * 1000000)::bigint, hash
@@ -119,6 +119,13 @@ def _unescape(value: bytes) -> bytes:
     return _ESCAPE.sub(_unescape_match, value) if b"\\" in value else value
 
 
+def columns(line: bytes) -> list[bytes]:
+    """A row of `EVENTS` as COPY sends it (its newline included): its values.
+    (The check's own loop does the same inline.)"""
+    cols = line[:-1].split(b"\t")
+    return [_unescape(c) for c in cols] if b"\\" in line else cols
+
+
 def check_part(
     events_conn: psycopg.Connection[Any],
     seals_conn: psycopg.Connection[Any],
@@ -138,7 +145,7 @@ def check_part(
     links = _Links(report, seals_conn, recent)
     bounds = {"tx": part.start[0], "position": part.start[1]}
     bounds |= {"to_tx": part.end[0], "to_position": part.end[1]}
-    with events_conn.cursor() as cur, cur.copy(_EVENTS, bounds) as copy:
+    with events_conn.cursor() as cur, cur.copy(EVENTS, bounds) as copy:
         _check_events(report, copy, xmax, links, checker, seals, progress)
     links.resolve()
     checker.finish(seals)
@@ -185,7 +192,7 @@ def _kind(type_: bytes, schema: bytes, cls: type[Any] | None = None) -> Kind:
     return (None if cls is None else msgspec.json.Decoder(cls), fields)
 
 
-_KINDS = {
+KINDS = {
     (type_, schema): _kind(type_, schema, cls)
     for cls in LOGGED_TYPES.values()
     for type_, schema in [(cls.TYPE.encode(), b"%d" % cls.SCHEMA_VERSION)]
@@ -207,7 +214,7 @@ def _check_events(
     """
     faults = report.faults
     sha256 = hashlib.sha256
-    kinds = _KINDS
+    kinds = KINDS
     linked = _LINKED
     body = _BODY
     recent, older = links.recent, links.older

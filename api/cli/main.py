@@ -232,5 +232,15 @@ async def _replay(url: str, models: list[Any], chunk: int) -> None:
 for command in (migrate, replay, events, verify, *keys.commands.values()):
     setting_flags(command, DATABASE)
 setting_flags(serve)
-WORKER_SETTINGS = ("seal_key_file", "run_sealer", "pool_max", "db_timeout", "statement_timeout")
-setting_flags(worker, (*DATABASE, *WORKER_SETTINGS, "stop_grace"))
+setting_flags(  # the worker's: those its pool, its sealer and its stop read
+    worker,
+    (
+        *DATABASE,
+        "seal_key_file",
+        "run_sealer",
+        "pool_max",
+        "db_timeout",
+        "statement_timeout",
+        "stop_grace",
+    ),
+)

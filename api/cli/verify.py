@@ -54,6 +54,7 @@ def verify(
     from_seal: int, public_key: Path | None, expect: dict[int, str], jobs: int | None
 ) -> None:
     """Recompute every event hash and seal, check the signatures; exit 0 only when clean."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     from rich.console import Console
@@ -65,7 +66,10 @@ def verify(
     if public_key is not None:
         try:
             loaded = load_pem_public_key(public_key.read_bytes())
-        except ValueError:
+        except OSError as error:
+            hint = "--public-key"
+            raise click.BadParameter(f"cannot read it: {error}", param_hint=hint) from None
+        except (ValueError, UnsupportedAlgorithm):
             raise click.BadParameter("not a PEM public key", param_hint="--public-key") from None
         if not isinstance(loaded, Ed25519PublicKey):
             raise click.BadParameter("not an Ed25519 public key", param_hint="--public-key")

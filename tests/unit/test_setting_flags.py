@@ -104,7 +104,7 @@ def test_each_command_takes_the_flags_of_the_settings_it_uses() -> None:
     for command in (("migrate",), ("replay",), ("events",), ("verify",), ("keys", "create")):
         assert database <= flags(*command)
         assert "--port" not in flags(*command)
-    # The worker's pool and sealer: every setting they read is a flag of it.
+    # The settings the worker's pool and sealer read are flags of it.
     worker = {"--stop-grace", "--pool-max", "--db-timeout", "--statement-timeout"}
     assert {*worker, "--seal-key-file", "--run-sealer", *database} <= flags("worker")
     result = CliRunner().invoke(main, ["migrate", "--port", "9000"])
