@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from urllib.parse import parse_qsl
 
 import msgspec
 import psycopg
-from litestar import asgi
+from litestar import Response, asgi
 from litestar.types import (
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
@@ -25,7 +24,14 @@ from litestar.types import (
     Send,
 )
 
-from api.http.problems import PROBLEM_JSON, FieldError, invalid
+from api.http.problems import (
+    PROBLEM_JSON,
+    DeclaredQuery,
+    FieldError,
+    Problem,
+    invalid,
+    refused_query,
+)
 from api.http.schemas import Event
 from api.http.services import Services
 from commands.event_store import RecordedEvent
@@ -49,39 +55,36 @@ def pieces(text: str) -> list[bytes]:
     return [data[start : start + PIECE] for start in range(0, len(data), PIECE)]
 
 
+# What the stream takes, checked as a route's declared query parameters are.
+_QUERY = DeclaredQuery(frozenset({"after", "type"}), {"type": frozenset(LOGGED_TYPES)})
+
+
 class _Refused(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+    def __init__(self, answer: Response[Problem]) -> None:
+        super().__init__(answer.content)
+        self.answer = answer
 
 
 def _where_from(scope: Scope) -> tuple[int, str | None]:
     """`after` and `type` from the query; a Last-Event-ID (a reconnecting client's)
     wins over `after`."""
-    after, event_type = 0, None
     pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    given = Counter(name for name, _ in pairs)
-    for name, value in pairs:
-        if name not in ("after", "type"):
-            raise _Refused(name[:100], "is not a query parameter here; known: after, type")
-        if given[name] > 1:  # of a repeated one, which would count?
-            raise _Refused(name, f"is given {given[name]} times; give it once")
-        if name == "after":
-            after = _position(value, "after")
-        elif value not in LOGGED_TYPES:
-            raise _Refused("type", f"must be one of {', '.join(sorted(LOGGED_TYPES))}")
-        else:
-            event_type = value
+    refused = refused_query(pairs, _QUERY)
+    if refused is not None:
+        raise _Refused(refused)
+    given = dict(pairs)  # each name once, by now
+    after = _position(given["after"], "after") if "after" in given else 0
     for header, raw in scope["headers"]:
         if header == b"last-event-id":
             after = _position(raw.decode("latin-1"), "Last-Event-ID")
-    return after, event_type
+    return after, given.get("type")
 
 
 def _position(text: str, field: str) -> int:
     if not text.isdigit() or len(text) > 18:
-        raise _Refused(field, "must be a position: a whole number, 0 or more")
+        raise _Refused(
+            invalid([FieldError(field, "must be a position: a whole number, 0 or more")])
+        )
     return int(text)
 
 
@@ -102,9 +105,8 @@ async def event_stream(scope: Scope, receive: Receive, send: Send) -> None:
         after, event_type = _where_from(scope)
     except _Refused as refused:
         # The same problem the other routes answer, sent by hand: this route is raw ASGI.
-        answer = invalid([FieldError(refused.field, refused.message)])
         await send(_start(422, [(b"content-type", PROBLEM_JSON.encode())]))
-        await send(_body(_encode(answer.content), more=False))
+        await send(_body(_encode(refused.answer.content), more=False))
         return
     await send(
         _start(

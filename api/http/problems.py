@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from enum import Enum
 from functools import lru_cache
 from http import HTTPStatus
@@ -114,14 +115,14 @@ STORE_UNAVAILABLE = {
 MALFORMED = {400: "The request is malformed"}
 
 
-class _Query(msgspec.Struct, frozen=True):
+class DeclaredQuery(msgspec.Struct, frozen=True):
     names: frozenset[str]
     choices: dict[str, frozenset[str]]
     """For a parameter that takes one of a set of values (an enum), those values."""
 
 
 @lru_cache(maxsize=64)
-def declared_query(handler: BaseRouteHandler) -> _Query:
+def declared_query(handler: BaseRouteHandler) -> DeclaredQuery:
     """The query parameters a handler declares with `QueryParameter` (or
     `FromQuery`), read from its signature once per handler, not per request."""
     names, choices = set(), {}
@@ -135,7 +136,7 @@ def declared_query(handler: BaseRouteHandler) -> _Query:
         )
         if enum is not None:
             choices[name] = frozenset(str(member.value) for member in enum)
-    return _Query(frozenset(names), choices)
+    return DeclaredQuery(frozenset(names), choices)
 
 
 def _is_enum(annotation: Any) -> bool:
@@ -151,12 +152,19 @@ async def refuse_unknown_query(request: Request[Any, Any, Any]) -> Response[Prob
     only the last would count; and the decoder reads the word `null` as "no
     filter" for a parameter that may be left out (leaving it out says that).
     """
-    query = declared_query(request.route_handler)
+    return refused_query(request.query_params.multi_items(), declared_query(request.route_handler))
+
+
+def refused_query(
+    pairs: Iterable[tuple[str, str]], query: DeclaredQuery
+) -> Response[Problem] | None:
+    """`refuse_unknown_query`'s rules, for the query's (name, value) `pairs`."""
+    given: dict[str, list[str]] = {}
+    for name, value in pairs:
+        given.setdefault(name, []).append(value)
     errors: list[FieldError] = []
     more = 0
-    params = request.query_params
-    for name in dict.fromkeys(params):
-        values = params.getall(name)
+    for name, values in given.items():
         if name not in query.names:
             message = f"is not a query parameter here; known: {', '.join(sorted(query.names))}"
         elif len(values) > 1:

@@ -92,3 +92,7 @@ async def test_the_stream_takes_each_parameter_once_and_every_logged_type() -> N
     assert status == 422
     assert b"ApiKeyCreated" in body  # the types it takes, the access stream's among them
     assert (await opened(b"type=ApiKeyRevoked"))[0] == 200
+    # Every bad parameter is named at once, as the other routes name them.
+    status, body = await opened(b"typ=x&type=SmsDeleted")
+    assert status == 422
+    assert [e["field"] for e in msgspec.json.decode(body)["errors"]] == ["typ", "type"]
