@@ -152,7 +152,10 @@ async def refuse_unknown_query(request: Request[Any, Any, Any]) -> Response[Prob
     only the last would count; and the decoder reads the word `null` as "no
     filter" for a parameter that may be left out (leaving it out says that).
     """
-    return refused_query(request.query_params.multi_items(), declared_query(request.route_handler))
+    params = request.query_params
+    # In the order the client gave them (the multidict's own items come grouped).
+    pairs = [(name, value) for name in dict.fromkeys(params) for value in params.getall(name)]
+    return refused_query(pairs, declared_query(request.route_handler))
 
 
 def refused_query(
